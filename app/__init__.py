@@ -1,0 +1,1 @@
+"""Gradio UI of MobileVD Explorer: only interface code; all model math lives in explorer/."""

@@ -1,0 +1,67 @@
+"""Build a stage's UNet architecture from the registry: base config + the recorded transforms.
+
+This is the one place that turns (stage, scale) into a module tree; the FLOPs tool, the loaders and the
+training scripts all go through it so that they can never disagree about what a stage is.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from diffusers import UNetSpatioTemporalConditionModel
+
+from explorer import stages as registry
+from explorer.models import build_unet
+from explorer.models import unet_config as base_config
+
+KeptBlocks = list[int] | Literal["all"] | None
+
+
+def pruning_transform(
+    slug: str, transforms: list[registry.Transform] | None = None
+) -> registry.Transform | None:
+    """The temporal-pruning transform in ``slug``'s lineage (or in ``transforms``), if any."""
+    chain = transforms if transforms is not None else registry.architecture_transforms(slug)
+    for t in chain:
+        if t.name == "temporal_pruning":
+            return t
+    return None
+
+
+def build_stage_unet(
+    slug: str,
+    scale: str = "full",
+    device: str = "meta",
+    kept_blocks: KeptBlocks = None,
+    unet_config: dict[str, Any] | None = None,
+    transforms: list[registry.Transform] | None = None,
+    seed: int | None = 0,
+) -> tuple[UNetSpatioTemporalConditionModel, dict[str, Any]]:
+    """The UNet of stage ``slug`` at ``scale`` with random (or meta) weights, and how it was built.
+
+    ``kept_blocks``: for pruned stages, ``None`` = the recorded choice (a ``blocks`` parameter of the
+    pruning transform) or else the documented default; a list = keep exactly those temporal blocks;
+    ``"all"`` = build the unpruned parent architecture (used to cost each block).
+    """
+    from explorer.transforms import apply_transforms
+    from explorer.transforms.temporal_gates import default_kept_blocks
+
+    chain = list(transforms) if transforms is not None else registry.architecture_transforms(slug)
+    unet = build_unet(unet_config or base_config(scale), device=device, seed=seed)
+    info: dict[str, Any] = {"stage": registry.resolve(slug), "scale": scale, "transforms": []}
+    for t in chain:
+        if t.name == "temporal_pruning":
+            if kept_blocks == "all":
+                continue
+            if kept_blocks is not None:
+                blocks, source = sorted(int(i) for i in kept_blocks), "given"
+            elif t.params.get("blocks") is not None:
+                blocks, source = sorted(int(i) for i in t.params["blocks"]), "trained (stage record)"
+            else:
+                blocks = sorted(default_kept_blocks(unet, int(t.params.get("kept", 11))))
+                source = "default heuristic (no trained importances)"
+            t = registry.Transform(t.name, {**t.params, "blocks": blocks})
+            info["kept_blocks"], info["kept_blocks_source"] = blocks, source
+        unet = apply_transforms(unet, [t])
+        info["transforms"].append(t.to_dict())
+    return unet, info
