@@ -1,0 +1,958 @@
+"""Offline, deterministic image-to-video data synthesised from the photographs bundled inside scikit-image.
+
+Why: the real training videos (and SVD's weights) cannot be downloaded here, yet every stage of the tiny model
+family has to be trained and judged on *something* that behaves like camera footage. A photograph seen through a
+moving virtual camera (pan, zoom, roll, combinations) with optional rigid foreground objects cut from other
+photographs gives clips whose motion is known exactly, so SVD's micro-conditioning can be derived honestly:
+
+* ``motion_bucket_id`` comes from the *measured* motion of the rendered clip -- the mean magnitude of the dense
+  displacement field between consecutive frames, computed from the known warp (the flow SVD estimated with an
+  optical-flow network) -- mapped monotonically to 0..255 by :func:`motion_to_bucket`.
+* ``fps`` is the rate at which the continuous virtual motion was sampled: per-frame motion = speed / fps, so at a
+  given speed a lower fps means more motion per frame.
+
+Everything is generated on the fly from pyramids of pre-downscaled photographs held in memory (sampling from
+the level nearest the target scale keeps the bilinear warp anti-aliased), deterministic in
+``(split, index, seed)``; the photographs are split train / val / test by source and a test photograph never
+appears in a training clip, not even as a sprite. Sizes are ``(width, height)`` everywhere (128x64, 256x144).
+See docs/data.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import math
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+NUM_FRAMES = 14
+LOWRES: tuple[int, int] = (128, 64)  # (width, height): the tiny family's low resolution (paper 512x256 / 4)
+BASE: tuple[int, int] = (256, 144)  # (width, height): the tiny family's base resolution (paper 1024x576 / 4)
+REF_WIDTH = 256  # motion is measured in pixels of a frame REF_WIDTH wide, whatever the render size
+DATA_VERSION = 1  # bump when the generator changes; part of the on-disk cache path
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+# Motion-bucket mapping: bucket = round(255 * log1p(m / M0) / log1p(M_MAX / M0)), m in reference px per frame.
+BUCKET_M0 = 0.5
+BUCKET_M_MAX = 16.0
+# Sampling ranges of the virtual camera (reference px = pixels of a 256-wide frame).
+FPS_RANGE: tuple[int, int] = (3, 30)
+SPEED_RANGE: tuple[float, float] = (3.0, 600.0)  # ref px per second
+MOTION_RANGE: tuple[float, float] = (0.1, 16.0)  # ref px per frame kept (pairs outside are re-drawn)
+MAX_ZOOM_RATE = 0.06  # |log zoom| per frame (1.06**13 ~ 2.1x over a clip)
+MAX_ROTATION_DEG = 2.0  # degrees per frame
+MIN_VIEW_WIDTH = 0.7 * REF_WIDTH  # source px per frame width: at 256 wide, upsample at most ~1.43x
+
+KINDS: tuple[str, ...] = ("static", "pan", "zoom", "rotate", "combo", "objects")
+KIND_PROBS: tuple[float, ...] = (0.08, 0.30, 0.14, 0.08, 0.22, 0.18)
+_SPLIT_CODE = {"train": 0, "val": 1, "test": 2}
+# torch threads used while rendering (None: leave torch's setting alone). Rendering is many small ops; on a shared
+# 2-core machine two threads were measured 6-8x *slower* than one under load, so one is the default.
+RENDER_THREADS: int | None = 1
+
+
+@contextlib.contextmanager
+def _render_threads() -> Iterator[None]:
+    n, prev = RENDER_THREADS, torch.get_num_threads()
+    if n is None or n == prev:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev)
+
+
+@dataclass(frozen=True)
+class Photo:
+    """One bundled photograph, its split, and the part of it that is picture (not border)."""
+
+    name: str
+    file: str
+    split: str
+    weight: float = 1.0  # relative probability of being the background of a clip
+    box: tuple[float, float, float, float] | None = None  # usable region (x0, y0, x1, y1) as fractions
+    note: str = ""
+
+
+PHOTOS: tuple[Photo, ...] = (
+    Photo("astronaut", "astronaut.png", "train", 1.5, note="portrait, RGB"),
+    Photo("hubble_deep_field", "hubble_deep_field.jpg", "train", 1.0, note="galaxies on black, RGB"),
+    Photo("ihc", "ihc.png", "train", 1.0, note="stained tissue, RGB"),
+    Photo("retina", "retina.jpg", "train", 1.0, (0.163, 0.163, 0.837, 0.837), "fundus, RGB; inside the disc"),
+    Photo("moon", "moon.png", "train", 1.0, note="lunar surface, gray"),
+    Photo("brick", "brick.png", "train", 0.7, note="wall texture, gray"),
+    Photo("grass", "grass.png", "train", 0.7, note="texture, gray"),
+    Photo("gravel", "gravel.png", "train", 0.7, note="texture, gray"),
+    Photo("text", "text.png", "train", 0.5, note="handwriting on paper, gray"),
+    Photo("page", "page.png", "train", 0.5, note="printed page, gray"),
+    Photo("cell", "cell.png", "train", 0.3, note="microscopy, mostly flat, gray"),
+    Photo("camera", "camera.png", "val", 1.0, note="cameraman, gray"),
+    Photo("coins", "coins.png", "val", 1.0, note="coins, gray"),
+    Photo("chelsea", "chelsea.png", "test", 1.0, note="cat close-up, RGB"),
+    Photo("coffee", "coffee.png", "test", 1.0, note="still life, RGB"),
+    Photo("rocket", "rocket.jpg", "test", 1.0, note="night scene, RGB"),
+    Photo("motorcycle", "motorcycle_left.png", "test", 1.0, note="cluttered indoor scene, RGB"),
+)
+
+# Bundled files not used as photographs, and why (motorcycle_right is the stereo twin of a test photograph and
+# so must never reach training; horse.png is used only as a train-only sprite silhouette).
+EXCLUDED: dict[str, str] = {
+    "motorcycle_right.png": "stereo twin of the test photograph motorcycle_left.png",
+    "horse.png": "silhouette, not a photograph (its shape is a train-only sprite mask)",
+    "chessboard_GRAY.png": "synthetic pattern",
+    "chessboard_RGB.png": "synthetic pattern",
+    "color.png": "synthetic colour wheel",
+    "logo.png": "graphic",
+    "phantom.png": "synthetic phantom",
+    "clock_motion.png": "motion-blurred (would teach blur)",
+    "microaneurysms.png": "too small (102x102)",
+    "lfw_subset.npy": "25x25 faces, too small",
+}
+TRAIN_ONLY_MASKS: tuple[str, ...] = ("horse",)
+_BY_NAME = {p.name: p for p in PHOTOS}
+
+
+def skimage_data_dir() -> Path:
+    """The folder of photographs shipped inside the installed scikit-image wheel (no fetcher, no network)."""
+    import skimage
+
+    return Path(skimage.__file__).parent / "data"
+
+
+def photos(split: str) -> list[str]:
+    """Names of the photographs of one split (fixed assignment, see docs/data.md)."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    return [p.name for p in PHOTOS if p.split == split]
+
+
+def photo_path(name: str) -> Path:
+    """File of a photograph, e.g. for the app's example gallery."""
+    return skimage_data_dir() / _BY_NAME[name].file
+
+
+def load_photo(name: str) -> np.ndarray:
+    """A photograph as uint8 RGB (H, W, 3); grayscale ones are replicated to three channels."""
+    from PIL import Image
+
+    with Image.open(photo_path(name)) as im:
+        arr = np.asarray(im.convert("RGB"))
+    return arr
+
+
+def is_gray(name: str) -> bool:
+    """True for photographs that were grayscale on disk (they get tinted by the train-time colour augmentation)."""
+    from PIL import Image
+
+    with Image.open(photo_path(name)) as im:
+        return im.mode in ("L", "I", "I;16", "1")
+
+
+def test_images() -> dict[str, np.ndarray]:
+    """The held-out test photographs as uint8 RGB arrays (name -> (H, W, 3)), e.g. as app examples."""
+    return {name: load_photo(name) for name in photos("test")}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# In-memory pyramids: sampling from the level nearest the target scale is the anti-aliasing.
+
+
+@dataclass
+class _Pyramid:
+    levels: list[torch.Tensor]  # (1, C, h, w) float32 in [0, 1]; level k downscaled by ~2**(k/2)
+    factors: list[float]  # downscale factor of each level
+    size: tuple[int, int]  # (W0, H0) of level 0
+    box: tuple[float, float, float, float]  # usable region in level-0 pixels (x0, y0, x1, y1)
+    gray: bool
+
+
+def _build_pyramid(img: torch.Tensor, box: tuple[float, float, float, float], gray: bool) -> _Pyramid:
+    """Half-octave pyramid built with area-style antialiased resizes from level 0 (done once per process)."""
+    _, _, h0, w0 = img.shape
+    levels, factors = [img], [1.0]
+    k = 1
+    while True:
+        f = 2.0 ** (k / 2)
+        h, w = round(h0 / f), round(w0 / f)
+        if min(h, w) < 8:
+            break
+        levels.append(F.interpolate(img, size=(h, w), mode="bilinear", antialias=True, align_corners=False))
+        factors.append(f)
+        k += 1
+    return _Pyramid(levels, factors, (w0, h0), box, gray)
+
+
+@functools.cache
+def _pyramid(name: str) -> _Pyramid:
+    arr = load_photo(name)
+    img = torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0).unsqueeze(0).contiguous()
+    h0, w0 = arr.shape[:2]
+    fx0, fy0, fx1, fy1 = _BY_NAME[name].box or (0.0, 0.0, 1.0, 1.0)
+    return _build_pyramid(img, (fx0 * w0, fy0 * h0, fx1 * w0, fy1 * h0), is_gray(name))
+
+
+@functools.cache
+def _mask_pyramid(name: str) -> _Pyramid:
+    """A silhouette (1 inside), cropped square around the shape so local coordinates [-1, 1] cover it."""
+    if name != "horse":
+        raise ValueError(name)
+    from PIL import Image
+
+    with Image.open(skimage_data_dir() / "horse.png") as im:
+        m = np.asarray(im.convert("L")) < 128
+    ys, xs = np.nonzero(m)
+    cy, cx = (ys.min() + ys.max()) / 2, (xs.min() + xs.max()) / 2
+    half = int(math.ceil(max(ys.max() - ys.min(), xs.max() - xs.min()) / 2)) + 2
+    pad = np.zeros((2 * half, 2 * half), dtype=np.float32)
+    y0, x0 = int(round(cy)) - half, int(round(cx)) - half
+    sy0, sx0 = max(y0, 0), max(x0, 0)
+    sy1, sx1 = min(y0 + 2 * half, m.shape[0]), min(x0 + 2 * half, m.shape[1])
+    pad[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = m[sy0:sy1, sx0:sx1]
+    t = torch.from_numpy(pad)[None, None]
+    return _build_pyramid(t, (0.0, 0.0, float(2 * half), float(2 * half)), True)
+
+
+def _level(pyr: _Pyramid, step: float) -> torch.Tensor:
+    """Level whose pixel spacing is nearest below the requested step (source px per output px)."""
+    k = int(math.floor(2.0 * math.log2(max(step, 1e-6)))) if step > 1.0 else 0
+    return pyr.levels[min(max(k, 0), len(pyr.levels) - 1)]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Mappings
+
+
+def motion_to_bucket(motion: float | np.ndarray | torch.Tensor) -> Any:
+    """Map measured motion (mean displacement, reference px per frame) to SVD's motion_bucket_id in 0..255.
+
+    Monotonic, 0 for a static clip, logarithmic so small motions stay distinguishable; m = 2.4 ref px/frame
+    (about 1% of the frame width per frame) lands near SVD's default of 127; m >= 16 saturates at 255.
+    """
+    scale = 255.0 / math.log1p(BUCKET_M_MAX / BUCKET_M0)
+    if isinstance(motion, torch.Tensor):
+        return (torch.log1p(motion.clamp(min=0) / BUCKET_M0) * scale).round().clamp(0, 255).long()
+    if isinstance(motion, np.ndarray):
+        return np.clip(np.round(np.log1p(np.maximum(motion, 0) / BUCKET_M0) * scale), 0, 255).astype(np.int64)
+    return int(min(255, max(0, round(math.log1p(max(float(motion), 0.0) / BUCKET_M0) * scale))))
+
+
+def bucket_to_motion(bucket: float) -> float:
+    """Inverse of :func:`motion_to_bucket` (reference px per frame at the bucket's centre)."""
+    return BUCKET_M0 * math.expm1(float(bucket) / 255.0 * math.log1p(BUCKET_M_MAX / BUCKET_M0))
+
+
+def motion_per_frame(speed: float, fps: float) -> float:
+    """The fps mapping: a clip samples a motion of `speed` (ref px / s) every 1/fps s, so per-frame = speed/fps."""
+    return float(speed) / float(fps)
+
+
+def added_time_ids(fps: int, motion_bucket_id: int, noise_aug_strength: float = 0.02) -> list[float]:
+    """SVD's micro-conditioning vector ``[fps - 1, motion_bucket_id, noise_aug_strength]``."""
+    return [float(fps - 1), float(motion_bucket_id), float(noise_aug_strength)]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Clip specification (sampled with numpy, JSON-serialisable) and its measurement
+
+
+@dataclass
+class Clip:
+    """A rendered clip with the conditioning SVD needs; ``frames`` is (F, 3, H, W) float in [-1, 1]."""
+
+    frames: torch.Tensor
+    motion_bucket_id: int
+    fps: int
+    motion: float  # measured mean displacement, reference px (of a 256-wide frame) per frame
+    params: dict[str, Any]
+    split: str
+    index: int
+    seed: int
+
+    @property
+    def image(self) -> torch.Tensor:
+        """The conditioning image (first frame), (3, H, W) in [-1, 1]."""
+        return self.frames[0]
+
+    def added_time_ids(self, noise_aug_strength: float = 0.02) -> list[float]:
+        """``[fps - 1, motion_bucket_id, noise_aug_strength]`` as SVD's UNet takes it."""
+        return added_time_ids(self.fps, self.motion_bucket_id, noise_aug_strength)
+
+    def to_sample(self) -> dict[str, Any]:
+        """Tensors only, so torch's default collate can batch it."""
+        return {
+            "frames": self.frames,
+            "motion_bucket_id": torch.tensor(self.motion_bucket_id, dtype=torch.long),
+            "fps": torch.tensor(self.fps, dtype=torch.long),
+            "motion": torch.tensor(self.motion, dtype=torch.float32),
+            "index": torch.tensor(self.index, dtype=torch.long),
+        }
+
+
+@dataclass
+class _Obj:
+    texture: str
+    shape: str  # "blob" | "ellipse" | "horse"
+    radius: float  # width units
+    shape_coef: list[float]  # blob: [a2, b2, a3, b3, a4, b4]; ellipse: [aspect]
+    pos: np.ndarray  # (F, 2) width units, relative to the frame centre, y down
+    rot: np.ndarray  # (F,) radians
+    scale: np.ndarray  # (F,)
+    tex_center: tuple[float, float]  # level-0 px in the texture photograph
+    tex_scale: float  # texture px per width unit
+    tex_rot: float
+    shadow: bool
+
+
+@dataclass
+class _Spec:
+    kind: str
+    photo: str
+    flip: bool
+    fps: int
+    target: float  # requested per-frame motion (ref px) before fitting into the photograph
+    center: np.ndarray  # (F, 2) level-0 px of the (possibly mirrored) photograph
+    view: np.ndarray  # (F,) source px per frame width
+    rot: np.ndarray  # (F,) radians
+    pan: tuple[float, float]  # width units / frame
+    zoom_rate: float  # log zoom per frame, > 0 = zooming in
+    rot_rate: float  # radians / frame
+    accel: float
+    objects: list[_Obj] = field(default_factory=list)
+    color: list[list[float]] | None = None  # 3x4 affine on RGB in [0, 1]
+
+    def to_params(self) -> dict[str, Any]:
+        comps = [n for n, v in (("pan", np.hypot(*self.pan)), ("zoom", self.zoom_rate), ("rotate", self.rot_rate))
+                 if abs(v) > 0]
+        return {
+            "type": self.kind,
+            "components": comps,
+            "photo": self.photo,
+            "flip": self.flip,
+            "fps": self.fps,
+            "dt": 1.0 / self.fps,
+            "requested_motion_ref_px": self.target,
+            "pan_velocity_ref_px": [self.pan[0] * REF_WIDTH, self.pan[1] * REF_WIDTH],
+            "zoom_rate": self.zoom_rate,
+            "rotation_deg_per_frame": math.degrees(self.rot_rate),
+            "acceleration": self.accel,
+            "camera": {
+                "center_px": self.center.round(3).tolist(),
+                "view_width_px": self.view.round(3).tolist(),
+                "rotation_deg": np.degrees(self.rot).round(4).tolist(),
+            },
+            "objects": [
+                {
+                    "texture": o.texture,
+                    "shape": o.shape,
+                    "radius": o.radius,
+                    "track": o.pos.round(5).tolist(),
+                    "rotation_deg": np.degrees(o.rot).round(4).tolist(),
+                    "scale": o.scale.round(5).tolist(),
+                    "shadow": o.shadow,
+                }
+                for o in self.objects
+            ],
+            "color": self.color,
+            "sources": sorted({self.photo, *(o.texture for o in self.objects)}),
+            "masks": sorted({o.shape for o in self.objects if o.shape in TRAIN_ONLY_MASKS}),
+        }
+
+
+def _frame_grid(width: int, height: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixel centres in width units relative to the frame centre (x right, y down)."""
+    x = (torch.arange(width, dtype=torch.float32) + 0.5) / width - 0.5
+    y = (torch.arange(height, dtype=torch.float32) + 0.5 - height / 2) / width
+    return x.view(1, 1, width).expand(1, height, width), y.view(1, height, 1).expand(1, height, width)
+
+
+@functools.lru_cache(maxsize=64)
+def _measure_points(aspect_key: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fixed 32-wide grid of measurement points, so the measurement does not depend on render size."""
+    aspect = aspect_key / 10000.0
+    nx = 32
+    ny = max(2, round(nx * aspect))
+    x = (np.arange(nx) + 0.5) / nx - 0.5
+    y = ((np.arange(ny) + 0.5) / ny - 0.5) * aspect
+    gx, gy = np.meshgrid(x, y)
+    return gx.ravel(), gy.ravel()
+
+
+def _blob_radius(shape: str, coef: Sequence[float], ang: Any, lib: Any) -> Any:
+    if shape == "ellipse":
+        a = coef[0]
+        return 1.0 / lib.sqrt((lib.cos(ang) / a) ** 2 + (lib.sin(ang) * a) ** 2)
+    r = 1.0
+    for i, k in enumerate((2, 3, 4)):
+        r = r + coef[2 * i] * lib.cos(k * ang + coef[2 * i + 1])
+    return r
+
+
+def _obj_alpha_np(o: _Obj, t: int, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Object coverage at points (x, y) of frame t (hard edge; used by the measurement)."""
+    lx, ly = _local(o, t, x, y)
+    if o.shape == "horse":
+        pyr = _mask_pyramid("horse")
+        m = pyr.levels[0][0, 0].numpy()
+        n = m.shape[0]
+        ix = np.clip(((lx / o.radius + 1) / 2 * n).astype(int), 0, n - 1)
+        iy = np.clip(((ly / o.radius + 1) / 2 * n).astype(int), 0, n - 1)
+        inside = (np.abs(lx) < o.radius) & (np.abs(ly) < o.radius)
+        return (m[iy, ix] * inside).astype(np.float64)
+    r = np.hypot(lx, ly)
+    return (r <= o.radius * _blob_radius(o.shape, o.shape_coef, np.arctan2(ly, lx), np)).astype(np.float64)
+
+
+def _local(o: _Obj, t: int, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Object-local coordinates (width units, before object scaling) of frame points at frame t."""
+    c, s = np.cos(o.rot[t]), np.sin(o.rot[t])
+    dx, dy = x - o.pos[t, 0], y - o.pos[t, 1]
+    return (c * dx + s * dy) / o.scale[t], (-s * dx + c * dy) / o.scale[t]
+
+
+def _measure(spec: _Spec, aspect: float) -> float:
+    """Mean displacement magnitude between consecutive frames (reference px), from the known warp.
+
+    Background: a frame point maps to the photograph by frame t's camera and back by frame t+1's; points covered
+    by an object move with the object's rigid motion instead (alpha-composited in drawing order).
+    """
+    gx, gy = _measure_points(round(aspect * 10000))
+    total = 0.0
+    nf = len(spec.view)
+    for t in range(nf - 1):
+        # relative similarity frame t -> t+1 (exactly the identity when the camera did not move)
+        k = spec.view[t] / spec.view[t + 1]
+        dr = spec.rot[t] - spec.rot[t + 1]
+        c1, s1 = math.cos(spec.rot[t + 1]), math.sin(spec.rot[t + 1])
+        dcx, dcy = spec.center[t, 0] - spec.center[t + 1, 0], spec.center[t, 1] - spec.center[t + 1, 1]
+        ox = (c1 * dcx + s1 * dcy) / spec.view[t + 1]
+        oy = (-s1 * dcx + c1 * dcy) / spec.view[t + 1]
+        fx = (k * math.cos(dr) - 1.0) * gx - k * math.sin(dr) * gy + ox
+        fy = k * math.sin(dr) * gx + (k * math.cos(dr) - 1.0) * gy + oy
+        for o in spec.objects:
+            a = _obj_alpha_np(o, t, gx, gy)
+            if not a.any():
+                continue
+            da = o.rot[t + 1] - o.rot[t]
+            ks = o.scale[t + 1] / o.scale[t]
+            rx, ry = gx - o.pos[t, 0], gy - o.pos[t, 1]
+            bx = o.pos[t + 1, 0] + ks * (math.cos(da) * rx - math.sin(da) * ry) - gx
+            by = o.pos[t + 1, 1] + ks * (math.sin(da) * rx + math.cos(da) * ry) - gy
+            fx, fy = (1 - a) * fx + a * bx, (1 - a) * fy + a * by
+        total += float(np.hypot(fx, fy).mean())
+    return total / (nf - 1) * REF_WIDTH
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Sampling
+
+
+def _rng(seed: int, split: str, index: int, stream: int = 0) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([int(seed), _SPLIT_CODE[split], int(index), stream]))
+
+
+def _loguniform(rng: np.random.Generator, lo: float, hi: float) -> float:
+    return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+
+
+def _time_warp(nf: int, accel: float) -> np.ndarray:
+    """Cumulative time tau_t (frames) with a linear velocity ramp of mean 1 (accel=0: tau_t = t)."""
+    i = np.arange(nf - 1)
+    f = 1.0 + accel * ((2 * i + 1) / (nf - 1) - 1.0)
+    return np.concatenate([[0.0], np.cumsum(f)])
+
+
+def _mean_radius(aspect: float) -> float:
+    gx, gy = _measure_points(round(aspect * 10000))
+    return float(np.hypot(gx, gy).mean())
+
+
+def _color_matrix(rng: np.random.Generator, gray: bool) -> list[list[float]]:
+    """Random colour augmentation (train only) as a 3x4 affine on RGB: hue, saturation, contrast, brightness,
+    colour cast; grayscale photographs get a luma-dependent tint so colour is not confined to 4 RGB photos."""
+    yiq = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+    inv = np.linalg.inv(yiq)
+    h = float(np.clip(rng.normal(0, 0.12), -0.3, 0.3))
+    sat = _loguniform(rng, 0.7, 1.3)
+    con = _loguniform(rng, 0.8, 1.2)
+    bri = rng.uniform(-0.07, 0.07)
+    cast = rng.uniform(-0.08, 0.08, 2) if gray else rng.uniform(-0.03, 0.03, 2)
+    tint = rng.uniform(-0.15, 0.15, 2) if gray else np.zeros(2)
+    a = np.zeros((3, 3))
+    a[0, 0] = con
+    a[1:, 0] = tint * con
+    a[1:, 1:] = con * sat * np.array([[math.cos(h), -math.sin(h)], [math.sin(h), math.cos(h)]])
+    b = np.array([0.5 + bri, cast[0], cast[1]])
+    # out = inv @ (a @ (yiq @ (x - 0.5)) + b)
+    m = inv @ a @ yiq
+    off = inv @ b
+    return np.concatenate([m, off[:, None]], axis=1).round(6).tolist()
+
+
+def _sample_spec(
+    rng: np.random.Generator,
+    split: str,
+    aspect: float,
+    augment: bool,
+    kind: str | None = None,
+    motion: float | None = None,
+    photo: str | None = None,
+    fps: int | None = None,
+    speed: float | None = None,
+) -> _Spec:
+    """Draw one clip's virtual camera and objects. The draw order is fixed so a seed means one clip."""
+    nf = NUM_FRAMES
+    names = photos(split)
+    weights = np.array([_BY_NAME[n].weight for n in names])
+    k_draw = KINDS[rng.choice(len(KINDS), p=np.array(KIND_PROBS))]
+    p_draw = names[rng.choice(len(names), p=weights / weights.sum())]
+    kind = kind or k_draw
+    photo = photo or p_draw
+    if photo not in names:
+        raise ValueError(f"photo {photo!r} is not in split {split!r}")
+    flip = bool(augment and rng.random() < 0.5)
+    # fps and speed: physical speed sampled per second, per-frame motion = speed / fps (pairs outside re-drawn).
+    for _ in range(64):
+        f_draw = int(round(_loguniform(rng, FPS_RANGE[0] - 0.49, FPS_RANGE[1] + 0.49)))
+        s_draw = _loguniform(rng, *SPEED_RANGE)
+        if MOTION_RANGE[0] <= s_draw / f_draw <= MOTION_RANGE[1]:
+            break
+    fps = int(fps or f_draw)
+    if motion is not None:
+        m = float(motion)
+    else:
+        m = float(np.clip(motion_per_frame(s_draw if speed is None else speed, fps), 0.0, MOTION_RANGE[1]))
+    if kind == "static":
+        m = 0.0
+    mu = m / REF_WIDTH  # width units per frame
+    r_mean = _mean_radius(aspect)
+    accel = float(rng.uniform(-0.6, 0.6)) if rng.random() < 0.5 else 0.0
+    ang = rng.uniform(-math.pi, math.pi) if rng.random() < 0.4 else rng.normal(0, 0.3) + math.pi * rng.integers(2)
+    mix = rng.dirichlet([1.0, 1.0, 0.6])
+    zsign, rsign = (1.0 if rng.random() < 0.5 else -1.0), (1.0 if rng.random() < 0.5 else -1.0)
+
+    # Split the per-frame flow budget between pan / zoom / rotation; caps spill over into the pan.
+    budget = {"static": (0, 0, 0), "pan": (1, 0, 0), "zoom": (0, 1, 0), "rotate": (0, 0, 1),
+              "combo": tuple(mix), "objects": (0.35 * (rng.random() < 0.5), 0, 0)}[kind]
+    zoom = min(budget[1] * mu / r_mean, MAX_ZOOM_RATE)
+    rot = min(budget[2] * mu / r_mean, math.radians(MAX_ROTATION_DEG))
+    pan_mag = max(0.0, budget[0] * mu + (budget[1] * mu - zoom * r_mean) + (budget[2] * mu - rot * r_mean))
+    pan = np.array([math.cos(ang), math.sin(ang)]) * pan_mag
+    zoom *= zsign
+    rot *= rsign
+    tau = _time_warp(nf, accel)
+
+    # Fit the trajectory into the photograph: shrink the motion until the view can be wide enough.
+    pyr = _pyramid(photo)
+    bx0, by0, bx1, by1 = pyr.box
+    if flip:
+        bx0, bx1 = pyr.size[0] - bx1, pyr.size[0] - bx0
+    vw, vh = bx1 - bx0, by1 - by0
+    corners = np.array([[-0.5, -0.5 * aspect], [0.5, -0.5 * aspect], [0.5, 0.5 * aspect], [-0.5, 0.5 * aspect]])
+    for _ in range(16):
+        z = np.exp(-zoom * tau)  # view width relative to frame 0
+        th = rot * tau
+        step = np.diff(tau)
+        # pan is in units of the current view width, so its on-screen speed stays constant under zoom
+        cum = np.concatenate([[[0.0, 0.0]], np.cumsum((z[:-1] * step)[:, None] * pan[None, :], axis=0)])
+        cth, sth = np.cos(th), np.sin(th)
+        px = cum[:, 0:1] + z[:, None] * (cth[:, None] * corners[None, :, 0] - sth[:, None] * corners[None, :, 1])
+        py = cum[:, 1:2] + z[:, None] * (sth[:, None] * corners[None, :, 0] + cth[:, None] * corners[None, :, 1])
+        bw, bh = px.max() - px.min(), py.max() - py.min()
+        s_max = 0.98 * min(vw / bw, vh / bh)
+        if s_max >= MIN_VIEW_WIDTH or m == 0:
+            break
+        pan, zoom, rot = pan * 0.75, zoom * 0.75, rot * 0.75
+    # view width: log-scale between a close-up and the widest view that fits, skewed towards wide views because
+    # at inference the conditioning image is usually a whole photograph
+    u = math.sqrt(rng.random())
+    s_lo = min(s_max, max(MIN_VIEW_WIDTH, 0.3 * s_max))
+    s_w = math.exp(math.log(s_lo) + u * (math.log(s_max) - math.log(s_lo)))
+    cx0 = rng.uniform(bx0 - s_w * px.min(), max(bx0 - s_w * px.min(), bx1 - s_w * px.max()))
+    cy0 = rng.uniform(by0 - s_w * py.min(), max(by0 - s_w * py.min(), by1 - s_w * py.max()))
+    center = np.stack([cx0 + s_w * cum[:, 0], cy0 + s_w * cum[:, 1]], axis=1)
+    spec = _Spec(kind, photo, flip, fps, m, center, s_w * z, th, (float(pan[0]), float(pan[1])),
+                 float(zoom), float(rot), accel)
+
+    n_obj = int(rng.choice([1, 2, 3], p=[0.5, 0.3, 0.2]))
+    obj_draws = [rng.random(24) for _ in range(3)]
+    if kind == "objects":
+        for j in range(n_obj):
+            spec.objects.append(_sample_object(obj_draws[j], names, split, aspect, mu, s_w, tau))
+    if augment:
+        spec.color = _color_matrix(rng, pyr.gray)
+    return spec
+
+
+def _sample_object(d: np.ndarray, names: list[str], split: str, aspect: float, mu: float, s_bg: float,
+                   tau: np.ndarray) -> _Obj:
+    """One rigid sprite (a region of a same-split photograph under a procedural or silhouette mask)."""
+    texture = names[min(int(d[0] * len(names)), len(names) - 1)]
+    shapes = ["blob", "ellipse", "horse"] if split == "train" else ["blob", "ellipse"]
+    shape = shapes[min(int(d[1] * len(shapes)), len(shapes) - 1)]
+    radius = 0.07 + 0.13 * d[2]
+    coef = [0.25 * d[3] - 0.125, 6.283 * d[4], 0.2 * d[5] - 0.1, 6.283 * d[6], 0.12 * d[7] - 0.06, 6.283 * d[8]]
+    if shape == "ellipse":
+        coef = [0.6 + 0.9 * d[3]]
+    p0 = np.array([0.8 * d[9] - 0.4, (0.8 * d[10] - 0.4) * aspect])
+    heading = 2 * math.pi * d[11]
+    speed = min(0.06, mu * (2.0 + 3.0 * d[12]))  # width units / frame
+    vel = speed * np.array([math.cos(heading), math.sin(heading)])
+    pos = p0[None, :] + tau[:, None] * vel[None, :]
+    rot_rate = math.radians(6.0 * d[14] - 3.0) if d[13] < 0.5 else 0.0  # up to 3 deg / frame, half of them
+    scale_rate = 0.06 * d[16] - 0.03 if d[15] < 0.5 else 0.0  # approaching / receding, half of them
+    scale = np.exp(scale_rate * tau)
+    rot0 = 0.0 if shape == "horse" else 2 * math.pi * d[17]
+    tex = _pyramid(texture)
+    tex_scale = s_bg * (0.6 + 0.8 * d[18])
+    reach = radius * float(scale.max()) * 1.5 * math.sqrt(2)
+    tx0, ty0, tx1, ty1 = tex.box
+    tex_scale = max(1.0, min(tex_scale, 0.98 * min(tx1 - tx0, ty1 - ty0) / (2 * reach)))
+    rr = reach * tex_scale
+    tcx = tx0 + rr + d[19] * max(0.0, tx1 - tx0 - 2 * rr)
+    tcy = ty0 + rr + d[20] * max(0.0, ty1 - ty0 - 2 * rr)
+    tex_rot = 0.6 * d[21] - 0.3
+    return _Obj(texture, shape, float(radius), [float(c) for c in coef], pos, rot0 + rot_rate * tau, scale,
+                (float(tcx), float(tcy)), float(tex_scale), float(tex_rot), bool(d[22] < 0.5))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Rendering
+
+
+def _h(a: np.ndarray) -> np.ndarray:
+    """(F, 2, 3) affine maps -> (F, 3, 3) homogeneous, for composition."""
+    out = np.zeros((a.shape[0], 3, 3))
+    out[:, :2] = a
+    out[:, 2, 2] = 1.0
+    return out
+
+
+def _similarity(center: np.ndarray, scale: np.ndarray, rot: np.ndarray) -> np.ndarray:
+    """Per-frame p -> center + scale * R(rot) p as (F, 2, 3)."""
+    c, s = np.cos(rot) * scale, np.sin(rot) * scale
+    return np.stack([np.stack([c, -s, center[:, 0]], 1), np.stack([s, c, center[:, 1]], 1)], 1)
+
+
+def _normalise(a: np.ndarray, size: tuple[int, int], flip: bool) -> np.ndarray:
+    """Compose level-0 pixel coordinates -> grid_sample's [-1, 1] (align_corners=False; level independent)."""
+    w0, h0 = size
+    n = np.array([[2.0 / w0, 0.0, 1.0 / w0 - 1.0], [0.0, 2.0 / h0, 1.0 / h0 - 1.0]])
+    if flip:  # mirroring the photograph = negating its normalised x
+        n[0] = -n[0]
+    return np.einsum("ij,fjk->fik", n, _h(a))
+
+
+def _object_local(o: _Obj, offset: float = 0.0) -> np.ndarray:
+    """Frame point (width units) -> object-local point (width units before the object's scaling), (F, 2, 3)."""
+    c, s, inv = np.cos(o.rot), np.sin(o.rot), 1.0 / o.scale
+    px, py = o.pos[:, 0] + offset, o.pos[:, 1] + offset
+    return np.stack([np.stack([c * inv, s * inv, -(c * px + s * py) * inv], 1),
+                     np.stack([-s * inv, c * inv, (s * px - c * py) * inv], 1)], 1)
+
+
+@functools.lru_cache(maxsize=16)
+def _homog_points(width: int, height: int) -> torch.Tensor:
+    """Output pixel centres as (H*W, 3) rows (x, y, 1) in width units relative to the frame centre."""
+    x, y = _frame_grid(width, height)
+    return torch.stack([x.reshape(-1), y.reshape(-1), torch.ones(width * height)], dim=1)
+
+
+def _grid(a: np.ndarray, width: int, height: int) -> torch.Tensor:
+    """Apply per-frame affine maps (F, 2, 3) to every output pixel in one matmul -> (F, H, W, 2)."""
+    m = torch.from_numpy(np.ascontiguousarray(a.transpose(0, 2, 1), dtype=np.float32))
+    return torch.matmul(_homog_points(width, height), m).view(a.shape[0], height, width, 2)
+
+
+def _sample(level: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """Bilinear sampling of all frames in one call: grid (F, H, W, 2) -> (F, C, H, W)."""
+    nf, h, w, _ = grid.shape
+    out = F.grid_sample(level, grid.reshape(1, nf * h, w, 2), mode="bilinear", padding_mode="border",
+                        align_corners=False)
+    return out.view(level.shape[1], nf, h, w).transpose(0, 1)
+
+
+def _render(spec: _Spec, width: int, height: int) -> torch.Tensor:
+    """Render the spec as 8-bit levels (0..255 as float), (F, 3, H, W)."""
+    pyr = _pyramid(spec.photo)
+    cam = _similarity(spec.center, spec.view, spec.rot)
+    step = float(np.exp(np.log(spec.view).mean())) / width
+    img = _sample(_level(pyr, step), _grid(_normalise(cam, pyr.size, spec.flip), width, height))
+    for o in spec.objects:
+        img = _composite(img, o, width, height)
+    if spec.color is not None:
+        cm = torch.tensor(spec.color, dtype=torch.float32)
+        img = torch.einsum("ij,fjhw->fihw", cm[:, :3], img - 0.5) + cm[:, 3].view(1, 3, 1, 1)
+    return img.clamp_(0.0, 1.0).mul_(255.0).round_()
+
+
+def _levels_to_unit(levels: torch.Tensor) -> torch.Tensor:
+    """8-bit levels -> [-1, 1]; the one conversion used both when rendering and when reading the cache."""
+    return levels.mul_(2.0 / 255.0).sub_(1.0)
+
+
+def _blob_alpha(o: _Obj, local: torch.Tensor, px_per_unit: torch.Tensor, soft: float | None) -> torch.Tensor:
+    lx, ly = local[..., 0], local[..., 1]
+    r = torch.sqrt(lx * lx + ly * ly)
+    edge = o.radius * _blob_radius(o.shape, o.shape_coef, torch.atan2(ly, lx), torch)
+    d = (edge - r) * px_per_unit if soft is None else (edge - r) / soft  # ~1 px anti-aliased edge, or a soft one
+    return (d + 0.5).clamp_(0.0, 1.0).unsqueeze(1)
+
+
+def _composite(img: torch.Tensor, o: _Obj, width: int, height: int) -> torch.Tensor:
+    """Draw one sprite over the frames: texture warped rigidly with the object, anti-aliased analytic edge."""
+    loc = _object_local(o)
+    if o.shape == "horse":
+        mp = _mask_pyramid("horse")
+        step = mp.size[0] / (2 * o.radius * width * float(o.scale.mean()))
+        g = _grid(loc / o.radius, width, height)
+        inside = (g.abs() < 1.0).all(dim=-1).unsqueeze(1)
+        alpha = _sample(_level(mp, step), g) * inside
+    else:
+        px_per_unit = torch.from_numpy((width * o.scale).astype(np.float32)).view(-1, 1, 1)
+        alpha = _blob_alpha(o, _grid(loc, width, height), px_per_unit, None)
+        if o.shadow:
+            shadow = _blob_alpha(o, _grid(_object_local(o, 0.25 * o.radius), width, height), px_per_unit,
+                                 0.3 * o.radius)
+            img = img * (1.0 - 0.45 * shadow)
+    tex = _pyramid(o.texture)
+    nf = len(o.rot)
+    tex_map = _similarity(np.tile(o.tex_center, (nf, 1)), np.full(nf, o.tex_scale), np.full(nf, o.tex_rot))
+    step = o.tex_scale / (width * float(o.scale.mean()))
+    g = _grid(np.einsum("fij,fjk->fik", _normalise(tex_map, tex.size, False), _h(loc))[:, :2], width, height)
+    t_img = _sample(_level(tex, step), g)
+    return img * (1.0 - alpha) + t_img * alpha
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Public API
+
+
+def _parse_size(size: tuple[int, int] | str) -> tuple[int, int]:
+    if isinstance(size, str):
+        w, h = size.lower().split("x")
+        return int(w), int(h)
+    w, h = size
+    return int(w), int(h)
+
+
+def _finish(spec: _Spec, width: int, height: int, split: str, index: int, seed: int) -> Clip:
+    frames = _levels_to_unit(_render(spec, width, height))
+    motion = _measure(spec, height / width)
+    bucket = motion_to_bucket(motion)
+    params = spec.to_params()
+    params.update(motion_ref_px=motion, motion_px=motion * width / REF_WIDTH, motion_bucket_id=bucket,
+                  speed_ref_px_per_s=motion * spec.fps)
+    return Clip(frames, bucket, spec.fps, motion, params, split, index, seed)
+
+
+def make_clip(
+    split: str,
+    index: int,
+    size: tuple[int, int] | str = LOWRES,
+    seed: int = 0,
+    *,
+    augment: bool | None = None,
+    kind: str | None = None,
+    motion: float | None = None,
+    photo: str | None = None,
+    fps: int | None = None,
+    speed: float | None = None,
+) -> Clip:
+    """The clip number `index` of a split: same arguments -> identical tensors.
+
+    size is (width, height). augment (default: on for train only) adds left-right mirroring and a colour
+    transform. kind / motion (target ref px per frame) / photo / fps / speed (ref px per second, giving
+    motion = speed / fps) override the sampled ones (tests, demos); the bucket is always measured from the result.
+    """
+    width, height = _parse_size(size)
+    augment = (split == "train") if augment is None else augment
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS}")
+    with _render_threads():
+        spec = _sample_spec(_rng(seed, split, index), split, height / width, augment, kind, motion, photo, fps,
+                            speed)
+        return _finish(spec, width, height, split, index, seed)
+
+
+def make_batch(split: str, start: int, batch_size: int, size: tuple[int, int] | str = LOWRES,
+               seed: int = 0) -> dict[str, torch.Tensor]:
+    """Clips start .. start+batch_size-1 stacked: frames (B, F, 3, H, W), motion_bucket_id, fps, motion (B,)."""
+    with _render_threads():
+        clips = [make_clip(split, i, size, seed).to_sample() for i in range(start, start + batch_size)]
+    return torch.utils.data.default_collate(clips)
+
+
+def make_image(split: str, index: int, size: tuple[int, int] | str = BASE, seed: int = 0, *,
+               augment: bool | None = None) -> torch.Tensor:
+    """A single-image sample for VAE training: a random crop of a photograph of the split at a random scale
+    (1 to ~4 source px per output px, never upsampled unless the photograph is too small), mirrored and
+    colour-augmented for train. (3, H, W) in [-1, 1]."""
+    width, height = _parse_size(size)
+    augment = (split == "train") if augment is None else augment
+    rng = _rng(seed, split, index, stream=1)
+    names = photos(split)
+    weights = np.array([_BY_NAME[n].weight for n in names])
+    name = names[rng.choice(len(names), p=weights / weights.sum())]
+    pyr = _pyramid(name)
+    flip = bool(augment and rng.random() < 0.5)
+    bx0, by0, bx1, by1 = pyr.box
+    if flip:
+        bx0, bx1 = pyr.size[0] - bx1, pyr.size[0] - bx0
+    s_max = 0.999 * min((bx1 - bx0) / width, (by1 - by0) / height)  # source px per output px
+    s_lo = min(s_max, 1.0)
+    s = _loguniform(rng, s_lo, max(s_lo * 1.0001, min(s_max, 4.0)))
+    s_w = s * width
+    cx = rng.uniform(bx0 + s_w / 2, max(bx0 + s_w / 2, bx1 - s_w / 2))
+    cy = rng.uniform(by0 + s * height / 2, max(by0 + s * height / 2, by1 - s * height / 2))
+    color = _color_matrix(rng, pyr.gray) if augment else None
+    spec = _Spec("image", name, flip, 1, 0.0, np.array([[cx, cy]]), np.array([s_w]), np.zeros(1),
+                 (0.0, 0.0), 0.0, 0.0, 0.0, color=color)
+    with _render_threads():
+        return _levels_to_unit(_render(spec, width, height)[0])
+
+
+def eval_clips(split: str = "test", n: int = 64, size: tuple[int, int] | str = BASE, seed: int = 0) -> list[Clip]:
+    """A fixed evaluation set: the same n clips every call, photographs and motion types in rotation and the
+    requested motion stratified over the bucket range (a few static clips at bucket 0), so a rank correlation
+    between requested bucket and measured motion is meaningful. No augmentation."""
+    width, height = _parse_size(size)
+    names = photos(split)
+    kinds = ("pan", "zoom", "combo", "objects", "pan", "rotate", "combo", "pan")
+    order = np.random.default_rng(np.random.SeedSequence([seed, _SPLIT_CODE[split], 7919])).permutation(n)
+    n_static = max(1, n // 16)
+    lo, hi = motion_to_bucket(MOTION_RANGE[0]), 250
+    out = []
+    for i in range(n):
+        q = int(order[i])
+        if q < n_static:
+            kind, target = "static", 0.0
+        else:
+            kind = kinds[i % len(kinds)]
+            b = lo + (hi - lo) * (q - n_static + 0.5) / (n - n_static)
+            target = bucket_to_motion(b)
+            if kind == "objects":  # sprites move over a mostly still frame: their mean flow is area-weighted
+                target = min(target, bucket_to_motion(120))
+        rng = _rng(seed, split, 1_000_000 + i, stream=2)
+        with _render_threads():
+            spec = _sample_spec(rng, split, height / width, False, kind, target, names[i % len(names)])
+            out.append(_finish(spec, width, height, split, i, seed))
+    return out
+
+
+class ClipDataset(torch.utils.data.Dataset):
+    """Map-style dataset of clips ``0 .. length-1`` of a split (generated on the fly, optionally cached).
+
+    Items are tensor dicts (``frames``, ``motion_bucket_id``, ``fps``, ``motion``, ``index``) so torch's default
+    collate and DataLoader workers work unchanged.
+    """
+
+    def __init__(self, split: str = "train", size: tuple[int, int] | str = LOWRES, length: int = 100_000,
+                 seed: int = 0, cache_dir: str | os.PathLike | None = None) -> None:
+        self.split, self.size, self.length, self.seed = split, _parse_size(size), int(length), int(seed)
+        self.cache = ClipCache(cache_dir, split, self.size, seed) if cache_dir else None
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if not 0 <= index < self.length:
+            raise IndexError(index)
+        if self.cache is not None:
+            return self.cache.get(index)
+        return make_clip(self.split, index, self.size, self.seed).to_sample()
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
+        """Batched fetch (used by DataLoader): one thread-count switch per batch instead of per clip."""
+        with _render_threads():
+            return [self[i] for i in indices]
+
+
+class ClipStream(torch.utils.data.IterableDataset):
+    """Endless stream of clips ``start, start+1, ...`` for training; DataLoader workers take interleaved
+    indices (worker w of n yields start+w, start+w+n, ...), so resuming at a clip count is just ``start``."""
+
+    def __init__(self, split: str = "train", size: tuple[int, int] | str = LOWRES, seed: int = 0, start: int = 0,
+                 cache_dir: str | os.PathLike | None = None) -> None:
+        self.split, self.size, self.seed, self.start = split, _parse_size(size), int(seed), int(start)
+        self.cache = ClipCache(cache_dir, split, self.size, seed) if cache_dir else None
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        info = torch.utils.data.get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
+        i = self.start + wid
+        while True:
+            with _render_threads():  # chunks of 8: one thread-count switch per chunk in the main process
+                chunk = [self._get(i + k * nw) for k in range(8)]
+            yield from chunk
+            i += 8 * nw
+
+    def _get(self, i: int) -> dict[str, torch.Tensor]:
+        return self.cache.get(i) if self.cache is not None else make_clip(self.split, i, self.size,
+                                                                            self.seed).to_sample()
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Single-image samples for VAE training (see :func:`make_image`); items are (3, H, W) tensors."""
+
+    def __init__(self, split: str = "train", size: tuple[int, int] | str = BASE, length: int = 100_000,
+                 seed: int = 0) -> None:
+        self.split, self.size, self.length, self.seed = split, _parse_size(size), int(length), int(seed)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        if not 0 <= index < self.length:
+            raise IndexError(index)
+        return make_image(self.split, index, self.size, self.seed)
+
+
+class ClipCache:
+    """On-disk cache of rendered clips (uint8 frames + JSON metadata in .npz, no pickles) under an ignored folder.
+
+    Frames are quantised to 8 bits when rendered, so a cached clip equals the freshly generated one exactly.
+    The folder name carries split, size, seed and DATA_VERSION, so a generator change never reads stale clips.
+    """
+
+    def __init__(self, root: str | os.PathLike, split: str, size: tuple[int, int], seed: int) -> None:
+        w, h = size
+        self.split, self.size, self.seed = split, (w, h), seed
+        self.dir = Path(root) / f"{split}_{w}x{h}_seed{seed}_v{DATA_VERSION}"
+
+    def path(self, index: int) -> Path:
+        return self.dir / f"{index:08d}.npz"
+
+    def get(self, index: int) -> dict[str, torch.Tensor]:
+        """Load clip `index`, rendering and storing it first if absent (atomic rename, safe across workers)."""
+        p = self.path(index)
+        if p.exists():
+            with np.load(p, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+                frames = _levels_to_unit(torch.from_numpy(z["frames"]).float())
+            return {
+                "frames": frames,
+                "motion_bucket_id": torch.tensor(meta["motion_bucket_id"], dtype=torch.long),
+                "fps": torch.tensor(meta["fps"], dtype=torch.long),
+                "motion": torch.tensor(meta["motion"], dtype=torch.float32),
+                "index": torch.tensor(index, dtype=torch.long),
+            }
+        clip = make_clip(self.split, index, self.size, self.seed)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        u8 = clip.frames.add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+        meta = {"motion_bucket_id": clip.motion_bucket_id, "fps": clip.fps, "motion": clip.motion,
+                "params": clip.params}
+        tmp = p.with_suffix(f".{os.getpid()}.tmp.npz")
+        np.savez(tmp, frames=u8, meta=np.array(json.dumps(meta)))
+        os.replace(tmp, p)
+        return clip.to_sample()
