@@ -276,7 +276,7 @@ def temporal_block_costs(
     the sum of the kept blocks' costs; this is what makes the min/max range over all choices exact.
     """
     from explorer.architecture import build_stage_unet
-    from explorer.transforms.temporal_gates import block_cost_paths, temporal_blocks
+    from explorer.transforms.temporal_gates import temporal_blocks
 
     full, _ = build_stage_unet(slug, scale, device="meta", kept_blocks="all", unet_config=unet_config,
                                transforms=transforms)
@@ -285,8 +285,16 @@ def temporal_block_costs(
     none, _ = build_stage_unet(slug, scale, device="meta", kept_blocks=[], unet_config=unet_config,
                                transforms=transforms)
     floor = unet_flops(none, width, height, frames, scale).flops
-    costs = [sum(report.subtree(path) for path in block_cost_paths(full, b)) for b in blocks]
+    costs = [sum(report.subtree(path) for path in _block_cost_paths(b)) for b in blocks]
     return floor, costs
+
+
+def _block_cost_paths(block: Any) -> list[str]:
+    """Modules whose compute disappears with a temporal block: the block, and for a transformer its frame
+    position embedding (SVD has one temporal layer per transformer, so the embedding goes with it)."""
+    if block.kind == "transformer":
+        return [block.path, f"{block.container}.time_pos_embed"]
+    return [block.path]
 
 
 def pruning_range(

@@ -1,0 +1,1 @@
+"""Training loops of the tiny family (CPU by default, accelerate-compatible)."""

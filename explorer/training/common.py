@@ -1,0 +1,172 @@
+"""Pieces every training loop shares: EMA, resumable safetensors checkpoints, JSON-lines logs, LR schedule.
+
+Checkpoints hold only tensors in safetensors files plus a JSON file (never pickles), so a run can be resumed
+from its last checkpoint after an interruption, on any machine, and an untrusted checkpoint cannot run code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+
+class EMA:
+    """Exponential moving average of a model's parameters (kept in float32 on the CPU side of the model)."""
+
+    def __init__(self, model: nn.Module, decay: float = 0.999, warmup: int = 100) -> None:
+        self.decay = decay
+        self.warmup = warmup
+        self.shadow = {k: v.detach().clone().float() for k, v in model.state_dict().items()}
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        # ramp the decay so early, random weights are forgotten quickly
+        decay = min(self.decay, (1 + self.updates) / (self.warmup + self.updates))
+        for k, v in model.state_dict().items():
+            s = self.shadow[k]
+            if v.dtype.is_floating_point:
+                s.mul_(decay).add_(v.detach().float(), alpha=1 - decay)
+            else:
+                s.copy_(v)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.shadow
+
+    def load_state_dict(self, state: dict[str, torch.Tensor], updates: int) -> None:
+        self.shadow = {k: v.clone().float() for k, v in state.items()}
+        self.updates = updates
+
+    def copy_to(self, model: nn.Module) -> None:
+        model.load_state_dict({k: v.to(dtype=model.state_dict()[k].dtype) for k, v in self.shadow.items()})
+
+
+def lr_at(step: int, base_lr: float, warmup: int, total: int, min_ratio: float = 0.1) -> float:
+    """Linear warm-up then cosine decay to ``min_ratio * base_lr``."""
+    if step < warmup:
+        return base_lr * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return base_lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    state = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, Any] = {}
+    for pid, entry in state["state"].items():
+        for name, value in entry.items():
+            key = f"{pid}.{name}"
+            if torch.is_tensor(value):
+                tensors[key] = value.detach().contiguous().cpu()
+            else:
+                scalars[key] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = value
+    for key, value in meta["scalars"].items():
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = value
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+@dataclass
+class Checkpointer:
+    """Writes/reads ``folder/{models...}.safetensors`` + ``trainer.json`` atomically (write then rename)."""
+
+    folder: Path
+    keep_history: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.folder = Path(self.folder)
+
+    @property
+    def meta_path(self) -> Path:
+        return self.folder / "trainer.json"
+
+    def exists(self) -> bool:
+        return self.meta_path.exists()
+
+    def save(
+        self,
+        step: int,
+        models: dict[str, nn.Module | dict[str, torch.Tensor]],
+        optimizers: dict[str, torch.optim.Optimizer],
+        meta: dict[str, Any] | None = None,
+    ) -> None:
+        tmp = self.folder.with_name(self.folder.name + ".tmp")
+        tmp.mkdir(parents=True, exist_ok=True)
+        for name, model in models.items():
+            sd = model.state_dict() if isinstance(model, nn.Module) else model
+            save_file({k: v.detach().contiguous().cpu() for k, v in sd.items()}, str(tmp / f"{name}.safetensors"))
+        opt_meta = {}
+        for name, opt in optimizers.items():
+            tensors, om = _flatten_optimizer(opt)
+            save_file(tensors, str(tmp / f"optim_{name}.safetensors"))
+            opt_meta[name] = om
+        record = {"step": step, "time": time.time(), "optimizers": opt_meta, **(meta or {}), **self.extra}
+        (tmp / "trainer.json").write_text(json.dumps(record, indent=1))
+        if self.folder.exists():
+            old = self.folder.with_name(self.folder.name + ".old")
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(self.folder, old)
+            os.replace(tmp, self.folder)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, self.folder)
+
+    def load(
+        self,
+        models: dict[str, nn.Module],
+        optimizers: dict[str, torch.optim.Optimizer] | None = None,
+    ) -> dict[str, Any]:
+        """Load what was saved into ``models``/``optimizers``; returns the trainer.json record."""
+        record = json.loads(self.meta_path.read_text())
+        for name, model in models.items():
+            model.load_state_dict(load_file(str(self.folder / f"{name}.safetensors")))
+        for name, opt in (optimizers or {}).items():
+            _unflatten_optimizer(opt, load_file(str(self.folder / f"optim_{name}.safetensors")),
+                                 record["optimizers"][name])
+        return record
+
+    def load_tensors(self, name: str) -> dict[str, torch.Tensor]:
+        return load_file(str(self.folder / f"{name}.safetensors"))
+
+
+class JsonlLog:
+    """Append-only JSON-lines training log (one object per logged step), readable by the app."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, **row: Any) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def read(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+
+def count_params(params: Iterable[torch.Tensor]) -> int:
+    return sum(p.numel() for p in params)
