@@ -84,7 +84,7 @@ VAE_CONFIGS: dict[str, dict[str, Any]] = {
         "in_channels": 3,
         "out_channels": 3,
         "down_block_types": _DOWN3,
-        "block_out_channels": (64, 128, 128),
+        "block_out_channels": (32, 64, 128),
         "layers_per_block": 1,
         "latent_channels": 4,
         "sample_size": 256,

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from explorer import data
 from explorer.components import build_vae
+from explorer.cpu_speed import use_fast_temporal_convs
 from explorer.training.common import EMA, Checkpointer, JsonlLog, lr_at
 
 
@@ -92,6 +93,8 @@ def train_vae(cfg: VAETrainConfig, progress: bool = True) -> dict[str, Any]:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     vae = build_vae(cfg.scale, seed=cfg.seed)
+    if accelerator.device.type == "cpu":
+        use_fast_temporal_convs(vae)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
     ema = EMA(vae, decay=cfg.ema_decay)
     ckpt = Checkpointer(out / "state")

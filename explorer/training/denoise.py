@@ -1,0 +1,216 @@
+"""SVD's training objective for the tiny family: EDM denoising with v-prediction on VAE latents of clips.
+
+What SVD does and this loop reproduces: log-normal noise levels, noise augmentation of the conditioning frame
+(its VAE latent is concatenated to every noisy frame), micro-conditioning on fps / motion bucket / noise
+augmentation, the CLIP-style image embedding as the single cross-attention token, conditioning dropout so
+classifier-free guidance works (the pipeline's negative branch zeroes both the embedding and the image
+latents), and EMA weights. The conditioning inputs are prepared exactly as ``StableVideoDiffusionPipeline``
+prepares them at sampling time, so the stock pipeline samples what was trained.
+
+Runs on the CPU by default and unchanged under ``accelerate launch`` (data-parallel on many GPUs).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
+from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import _resize_with_antialiasing
+from tqdm.auto import tqdm
+from transformers import CLIPVisionModelWithProjection
+
+from explorer import data, edm
+from explorer.components import SVD_FEATURE_EXTRACTOR_CONFIG
+from explorer.cpu_speed import use_fast_temporal_convs
+from explorer.training.common import EMA, Checkpointer, JsonlLog, lr_at
+
+
+@dataclass
+class DenoiseConfig:
+    out: str = "runs/denoise"
+    size: tuple[int, int] = data.LOWRES  # (width, height) px
+    frames: int = data.NUM_FRAMES
+    steps: int = 10_000
+    batch: int = 8
+    lr: float = 3e-4
+    warmup: int = 300
+    min_lr_ratio: float = 0.05
+    weight_decay: float = 0.0
+    p_mean: float = 0.7  # SVD's video noise distribution (EDM log-normal)
+    p_std: float = 1.6
+    aug_mean: float = -3.0  # noise augmentation strength ~ log-normal(-3, 0.5), as SVD
+    aug_std: float = 0.5
+    cond_dropout: float = 0.1
+    ema_decay: float = 0.9995
+    train_image_encoder: bool = True
+    grad_clip: float = 1.0
+    seed: int = 0
+    data_seed: int = 0
+    log_every: int = 20
+    ckpt_every: int = 200
+    num_workers: int = 1
+    threads: int = 0  # torch threads in the training process (0 = leave torch's default)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def clip_embed_input(frame0: torch.Tensor) -> torch.Tensor:
+    """The image encoder's input exactly as the SVD pipeline makes it: antialiased resize of the [-1, 1] image
+    to 224x224, back to [0, 1], CLIP normalisation."""
+    x = _resize_with_antialiasing(frame0, (224, 224))
+    x = (x + 1.0) / 2.0
+    mean = torch.tensor(SVD_FEATURE_EXTRACTOR_CONFIG["image_mean"], dtype=x.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(SVD_FEATURE_EXTRACTOR_CONFIG["image_std"], dtype=x.dtype).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+@dataclass
+class Conditioning:
+    latents: torch.Tensor  # (B, F, C, h, w) scaled clean latents
+    image_latents: torch.Tensor  # (B, C, h, w) unscaled mode of the noise-augmented first frame
+    image_embeds: torch.Tensor  # (B, 1, D)
+    time_ids: torch.Tensor  # (B, 3)
+
+
+def encode_batch(
+    batch: dict[str, torch.Tensor],
+    vae: AutoencoderKLTemporalDecoder,
+    image_encoder: CLIPVisionModelWithProjection,
+    generator: torch.Generator,
+    aug_mean: float,
+    aug_std: float,
+    embed_grad: bool = False,
+) -> Conditioning:
+    """Latents and conditioning of a batch of clips (frames (B, F, 3, H, W) in [-1, 1])."""
+    frames = batch["frames"]
+    b, f = frames.shape[:2]
+    with torch.no_grad():
+        lat = vae.encode(frames.flatten(0, 1)).latent_dist.sample(generator)
+        lat = lat.reshape(b, f, *lat.shape[1:]) * vae.config.scaling_factor
+        aug = torch.exp(aug_mean + aug_std * torch.randn(b, generator=generator))
+        first = frames[:, 0]
+        noisy_first = first + aug.view(b, 1, 1, 1) * torch.randn(first.shape, generator=generator)
+        image_latents = vae.encode(noisy_first).latent_dist.mode()
+    with torch.set_grad_enabled(embed_grad):
+        embeds = image_encoder(clip_embed_input(first)).image_embeds.unsqueeze(1)
+    time_ids = edm.added_time_ids(batch["fps"].float(), batch["motion_bucket_id"].float(), aug)
+    return Conditioning(lat, image_latents, embeds, time_ids)
+
+
+def denoise_loss(
+    unet: UNetSpatioTemporalConditionModel,
+    cond: Conditioning,
+    generator: torch.Generator,
+    p_mean: float,
+    p_std: float,
+    cond_dropout: float,
+) -> torch.Tensor:
+    """EDM-weighted x0 loss (= unit-weight v loss) at log-normal noise levels, with conditioning dropout."""
+    x0 = cond.latents
+    b = x0.shape[0]
+    sigma = edm.lognormal_sigmas(b, p_mean, p_std, generator).to(x0.device)
+    noise = torch.randn(x0.shape, generator=generator).to(x0.device)
+    noisy = x0 + sigma.view(b, 1, 1, 1, 1) * noise
+    keep = (torch.rand(b, generator=generator) >= cond_dropout).to(x0.device).float()
+    image_latents = cond.image_latents * keep.view(b, 1, 1, 1)
+    embeds = cond.image_embeds * keep.view(b, 1, 1)
+    denoised = edm.denoise(unet, noisy, sigma, image_latents, embeds, cond.time_ids.to(x0.device))
+    w = edm.loss_weight(sigma).view(b, 1, 1, 1, 1)
+    return (w * (denoised - x0) ** 2).mean()
+
+
+def _batches(cfg: DenoiseConfig, start_clip: int) -> Iterator[dict[str, torch.Tensor]]:
+    stream = data.ClipStream("train", cfg.size, seed=cfg.data_seed, start=start_clip)
+    loader = torch.utils.data.DataLoader(stream, batch_size=cfg.batch, num_workers=cfg.num_workers,
+                                         persistent_workers=cfg.num_workers > 0)
+    for batch in loader:
+        if cfg.frames != batch["frames"].shape[1]:
+            batch["frames"] = batch["frames"][:, : cfg.frames]
+        yield batch
+
+
+def train_denoiser(
+    cfg: DenoiseConfig,
+    unet: UNetSpatioTemporalConditionModel,
+    vae: AutoencoderKLTemporalDecoder,
+    image_encoder: CLIPVisionModelWithProjection,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train ``unet`` (and optionally the image encoder) with SVD's objective; resumable from ``cfg.out``.
+
+    Returns the EMA weights (state dicts) and the log path. The caller saves the stage folder.
+    """
+    from accelerate import Accelerator
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if accelerator.device.type == "cpu":
+        use_fast_temporal_convs(unet)
+        use_fast_temporal_convs(vae)
+    vae.requires_grad_(False).eval()
+    image_encoder.requires_grad_(cfg.train_image_encoder)
+    params = list(unet.parameters()) + (list(image_encoder.parameters()) if cfg.train_image_encoder else [])
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+    ema = EMA(unet, decay=cfg.ema_decay)
+    ema_enc = EMA(image_encoder, decay=cfg.ema_decay)
+    ckpt = Checkpointer(out / "state")
+    log = JsonlLog(out / "log.jsonl")
+    step = 0
+    if ckpt.exists():
+        record = ckpt.load({"unet": unet, "image_encoder": image_encoder}, {"opt": opt})
+        ema.load_state_dict(ckpt.load_tensors("ema"), record["ema_updates"])
+        ema_enc.load_state_dict(ckpt.load_tensors("ema_image_encoder"), record["ema_updates"])
+        step = int(record["step"])
+    unet, image_encoder, opt = accelerator.prepare(unet, image_encoder, opt)
+    vae.to(accelerator.device)
+    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+    clips_per_step = cfg.batch * accelerator.num_processes
+    batches = _batches(cfg, start_clip=step * clips_per_step + accelerator.process_index * cfg.batch)
+    bar = tqdm(total=cfg.steps, initial=step, disable=not progress or not accelerator.is_main_process,
+               desc=out.name)
+    t0, seen, running = time.time(), 0, None
+    while step < cfg.steps:
+        lr = lr_at(step, cfg.lr, cfg.warmup, cfg.steps, cfg.min_lr_ratio)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        unet.train()
+        image_encoder.train(cfg.train_image_encoder)
+        batch = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in next(batches).items()}
+        cond = encode_batch(batch, vae, image_encoder, gen, cfg.aug_mean, cfg.aug_std,
+                            embed_grad=cfg.train_image_encoder)
+        loss = denoise_loss(unet, cond, gen, cfg.p_mean, cfg.p_std, cfg.cond_dropout)
+        opt.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        if cfg.grad_clip:
+            accelerator.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        ema.update(accelerator.unwrap_model(unet))
+        ema_enc.update(accelerator.unwrap_model(image_encoder))
+        step += 1
+        seen += clips_per_step
+        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+        bar.update(1)
+        if step % cfg.log_every == 0 and accelerator.is_main_process:
+            el = time.time() - t0
+            log.write(step=step, loss=loss.item(), loss_avg=running, lr=lr, clips=step * clips_per_step,
+                      clips_per_s=seen / el, elapsed_s=el)
+            bar.set_postfix(loss=f"{running:.4f}", cps=f"{seen / el:.2f}")
+        if (step % cfg.ckpt_every == 0 or step == cfg.steps) and accelerator.is_main_process:
+            ckpt.save(step, {"unet": accelerator.unwrap_model(unet),
+                             "image_encoder": accelerator.unwrap_model(image_encoder),
+                             "ema": ema.state_dict(), "ema_image_encoder": ema_enc.state_dict()},
+                      {"opt": opt}, meta={"ema_updates": ema.updates, "config": asdict(cfg)})
+    bar.close()
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    return {"ema_unet": ema.state_dict(), "ema_image_encoder": ema_enc.state_dict(), "log": str(log.path)}
+
+
+__all__ = ["Conditioning", "DenoiseConfig", "clip_embed_input", "denoise_loss", "encode_batch", "train_denoiser"]

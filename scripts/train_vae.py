@@ -1,0 +1,44 @@
+"""Train the tiny 4x temporal-decoder VAE (resumable). Thin CLI over explorer.training.vae.
+
+    python scripts/train_vae.py --out runs/vae --steps 3000
+    accelerate launch scripts/train_vae.py ...     # same code on many GPUs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from explorer.training.vae import VAETrainConfig, train_vae  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    defaults = VAETrainConfig()
+    parser.add_argument("--out", default=defaults.out)
+    parser.add_argument("--scale", default=defaults.scale, choices=["tiny", "micro"])
+    parser.add_argument("--steps", type=int, default=defaults.steps)
+    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--clips-per-step", type=int, default=defaults.clips_per_step)
+    parser.add_argument("--clip-frames", type=int, default=defaults.clip_frames)
+    parser.add_argument("--crops-per-step", type=int, default=defaults.crops_per_step)
+    parser.add_argument("--ckpt-every", type=int, default=defaults.ckpt_every)
+    parser.add_argument("--threads", type=int, default=0)
+    args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    cfg = VAETrainConfig(out=args.out, scale=args.scale, steps=args.steps, lr=args.lr,
+                         clips_per_step=args.clips_per_step, clip_frames=args.clip_frames,
+                         crops_per_step=args.crops_per_step, ckpt_every=args.ckpt_every)
+    print(json.dumps(train_vae(cfg), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
