@@ -1,0 +1,120 @@
+"""Train one stage of the tiny path from its parent and export it as a stage folder under checkpoints/.
+
+A *run* folder (``runs/<name>``) holds the resumable training state; a *stage* folder
+(``checkpoints/<slug>``) is what ships: the EMA weights in the diffusers layout plus ``stage.json``. Shared
+components (VAE, image encoder, feature extractor, scheduler) live once in ``checkpoints/_shared``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
+from safetensors.torch import load_file
+from transformers import CLIPVisionModelWithProjection
+
+from explorer import stages as registry
+from explorer.components import build_feature_extractor, build_image_encoder, build_scheduler
+from explorer.models import build_unet
+from explorer.pipeline import StageRecord, load_stage, save_stage
+from explorer.training.denoise import DenoiseConfig, train_denoiser
+
+SHARED = ("vae", "image_encoder", "feature_extractor", "scheduler")
+
+
+def load_init(
+    init: str | None, scale: str, vae_dir: str | None
+) -> tuple[UNetSpatioTemporalConditionModel, CLIPVisionModelWithProjection, AutoencoderKLTemporalDecoder, dict]:
+    """(unet, image encoder, vae, info) to start from: a stage folder, a run folder (its EMA weights), or
+    nothing (random UNet and image encoder, for the base model trained from scratch)."""
+    info: dict[str, Any] = {"init": init}
+    if init and (Path(init) / "stage.json").exists() or (init and (Path(init) / "model_index.json").exists()):
+        pipe, record = load_stage(init)
+        info["parent_record"] = record.to_dict()
+        return pipe.unet, pipe.image_encoder, pipe.vae, info
+    if vae_dir is None:
+        raise ValueError("training from scratch or from a run folder needs --vae (a trained VAE folder)")
+    vae = AutoencoderKLTemporalDecoder.from_pretrained(vae_dir, use_safetensors=True)
+    unet = build_unet(scale)
+    encoder = build_image_encoder(scale)
+    if init:
+        state = Path(init) / "state"
+        if not (state / "ema.safetensors").exists():
+            raise ValueError(f"{init} is neither a stage folder nor a run folder with state/ema.safetensors")
+        unet.load_state_dict(load_file(str(state / "ema.safetensors")))
+        encoder.load_state_dict(load_file(str(state / "ema_image_encoder.safetensors")))
+    return unet, encoder, vae, info
+
+
+def export_stage(
+    slug: str,
+    unet: UNetSpatioTemporalConditionModel,
+    image_encoder: CLIPVisionModelWithProjection,
+    vae: AutoencoderKLTemporalDecoder,
+    checkpoints: str | Path,
+    extra: dict[str, Any],
+    size: tuple[int, int] | None = None,
+    transforms: list[registry.Transform] | None = None,
+) -> Path:
+    """Write ``checkpoints/<slug>`` with the shared components stored once in ``checkpoints/_shared``."""
+    stage = registry.get_stage(slug)
+    width, height = size or stage.size("tiny")
+    record = StageRecord(
+        slug=stage.slug, parent=stage.parent, scale="tiny",
+        transforms=tuple(transforms if transforms is not None else registry.architecture_transforms(slug)),
+        width=width, height=height, frames=stage.frames, steps=stage.steps,
+        min_guidance=stage.min_guidance, max_guidance=stage.max_guidance, extra=extra,
+    )
+    root = Path(checkpoints)
+    comps = {"unet": unet, "vae": vae, "image_encoder": image_encoder,
+             "feature_extractor": build_feature_extractor(), "scheduler": build_scheduler()}
+    shared = {name: root / "_shared" / name for name in SHARED}
+    return save_stage(comps, root / stage.slug, record, shared=shared, root=root)
+
+
+def export_svd_512(checkpoints: str | Path) -> Path:
+    """`svd-512`: the `svd` weights sampled at the low resolution without finetuning. Its UNet is the `svd`
+    stage's own (referenced, not copied), only the record differs."""
+    root = Path(checkpoints)
+    pipe, _ = load_stage(root / "svd")
+    stage = registry.get_stage("svd-512")
+    width, height = stage.size("tiny")
+    record = StageRecord(slug="svd-512", parent="svd", scale="tiny", transforms=(), width=width, height=height,
+                         frames=stage.frames, steps=stage.steps, min_guidance=stage.min_guidance,
+                         max_guidance=stage.max_guidance, extra={"training": "none: svd sampled at low resolution"})
+    comps = {"unet": pipe.unet, "vae": pipe.vae, "image_encoder": pipe.image_encoder,
+             "feature_extractor": pipe.feature_extractor, "scheduler": pipe.scheduler}
+    shared = {name: root / "_shared" / name for name in SHARED} | {"unet": root / "svd" / "unet"}
+    return save_stage(comps, root / "svd-512", record, shared=shared, root=root)
+
+
+def train_denoise_stage(
+    slug: str,
+    cfg: DenoiseConfig,
+    init: str | None,
+    vae_dir: str | None = None,
+    checkpoints: str | None = "checkpoints",
+    scale: str = "tiny",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Denoising training of ``slug`` (the base `svd` phases or `lowres-ft`); exports when ``checkpoints``."""
+    unet, encoder, vae, info = load_init(init, scale, vae_dir)
+    result = train_denoiser(cfg, unet, vae, encoder, progress=progress)
+    unet.load_state_dict({k: v.to(p.dtype) for (k, v), p in zip(result["ema_unet"].items(),
+                                                                  unet.state_dict().values(), strict=True)})
+    encoder.load_state_dict(result["ema_image_encoder"])
+    summary = {"stage": slug, "run": cfg.out, "steps": cfg.steps, "size": list(cfg.size), "batch": cfg.batch,
+               "init": init, "log": result["log"]}
+    log_path = Path(result["log"])
+    log_rows = [json.loads(x) for x in log_path.read_text().splitlines() if x.strip()] if log_path.exists() else []
+    if log_rows:
+        summary["train_seconds"] = log_rows[-1].get("elapsed_s")
+        summary["clips_seen"] = log_rows[-1].get("clips")
+    if checkpoints:
+        folder = export_stage(slug, unet.float(), encoder.float(), vae.float(), checkpoints,
+                              extra={"training": summary, "device": str(torch.device("cpu"))})
+        summary["folder"] = str(folder)
+    return summary

@@ -1,0 +1,123 @@
+"""Training loops: one short step of each component, resumption, export to a loadable stage folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from explorer import edm
+from explorer.components import build_vae
+from explorer.training.common import EMA, Checkpointer, lr_at
+from explorer.training.denoise import DenoiseConfig
+from explorer.training.vae import VAETrainConfig, psnr, train_vae
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_edm_matches_diffusers_scheduler() -> None:
+    from explorer.components import build_scheduler
+
+    sched = build_scheduler()
+    sched.set_timesteps(4)
+    assert torch.allclose(sched.sigmas[:-1], edm.karras_sigmas(4), rtol=1e-5)
+    assert torch.allclose(sched.timesteps, edm.c_noise(edm.karras_sigmas(4)), rtol=1e-5)
+    ids = edm.added_time_ids(7, 127, 0.02, batch=2)
+    assert ids.tolist() == [[6.0, 127.0, 0.02]] * 2 or torch.allclose(ids, torch.tensor([[6.0, 127.0, 0.02]] * 2))
+
+
+def test_denoise_is_exact_for_perfect_v() -> None:
+    """D(x) recovers x0 when the network outputs the true v-target (sanity of c_skip/c_out/c_in)."""
+    x0 = torch.randn(2, 3, 4, 2, 2)
+    sigma = torch.tensor([0.5, 20.0])
+    noise = torch.randn_like(x0)
+    s = sigma.view(2, 1, 1, 1, 1)
+    x = x0 + s * noise
+    # v such that c_skip*x + c_out*v = x0
+    v = (x0 - edm.c_skip(s) * x) / edm.c_out(s)
+
+    class Oracle(torch.nn.Module):
+        def forward(self, sample, t, encoder_hidden_states, added_time_ids):  # noqa: ANN001
+            return type("O", (), {"sample": v})()
+
+    out = edm.denoise(Oracle(), x, sigma, torch.zeros(2, 4, 2, 2), torch.zeros(2, 1, 8), torch.zeros(2, 3))
+    assert torch.allclose(out, x0, atol=1e-5)
+
+
+def test_lr_schedule_and_ema() -> None:
+    assert lr_at(0, 1.0, 10, 100) == pytest.approx(0.1)
+    assert lr_at(100, 1.0, 10, 100, min_ratio=0.1) == pytest.approx(0.1)
+    model = torch.nn.Linear(2, 2)
+    ema = EMA(model, decay=0.5, warmup=0)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    ema.update(model)
+    assert not torch.allclose(ema.shadow["weight"], model.weight)
+
+
+def test_checkpointer_roundtrip(tmp_path: Path) -> None:
+    model = torch.nn.Linear(3, 3)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.randn(2, 3)).sum().backward()
+    opt.step()
+    ck = Checkpointer(tmp_path / "state")
+    ck.save(5, {"m": model}, {"o": opt}, meta={"x": 1})
+    ck.save(6, {"m": model}, {"o": opt}, meta={"x": 2})  # overwrite path works
+    model2 = torch.nn.Linear(3, 3)
+    opt2 = torch.optim.AdamW(model2.parameters(), lr=1e-3)
+    rec = ck.load({"m": model2}, {"o": opt2})
+    assert rec["step"] == 6 and rec["x"] == 2
+    assert torch.equal(model.weight, model2.weight)
+    assert torch.equal(opt.state_dict()["state"][0]["exp_avg"], opt2.state_dict()["state"][0]["exp_avg"])
+    assert not list(tmp_path.rglob("*.bin")) and not list(tmp_path.rglob("*.pt"))
+
+
+def test_vae_training_step_and_resume(tmp_path: Path) -> None:
+    cfg = VAETrainConfig(out=str(tmp_path / "vae"), scale="micro", steps=2, clips_per_step=1, clip_frames=2,
+                         clip_size=(32, 16), crops_per_step=2, crop_size=(16, 16), ckpt_every=1, eval_images=2)
+    metrics = train_vae(cfg, progress=False)
+    assert metrics["steps"] == 2 and metrics["scaling_factor"] > 0
+    assert (tmp_path / "vae" / "final" / "diffusion_pytorch_model.safetensors").exists()
+    cfg.steps = 3
+    assert train_vae(cfg, progress=False)["steps"] == 3  # resumed from step 2
+    rows = [json.loads(x) for x in (tmp_path / "vae" / "log.jsonl").read_text().splitlines()]
+    assert rows
+
+
+def test_psnr_known_values() -> None:
+    a = torch.zeros(1, 3, 4, 4)
+    assert psnr(a, a) > 100
+    b = a + 0.2  # [0,1] error 0.1 -> 20 dB
+    assert psnr(a, b) == pytest.approx(20.0, abs=1e-3)
+
+
+def test_denoise_stage_train_export_load_generate(tmp_path: Path) -> None:
+    from explorer.pipeline import generate, load_stage
+    from explorer.training.stage_runs import train_denoise_stage
+
+    vae = build_vae("micro")
+    vae.save_pretrained(tmp_path / "vae", safe_serialization=True)
+    cfg = DenoiseConfig(out=str(tmp_path / "run"), size=(32, 16), frames=14, steps=2, batch=1, ckpt_every=1,
+                        num_workers=0, warmup=1, log_every=1)
+    summary = train_denoise_stage("lowres-ft", cfg, None, vae_dir=str(tmp_path / "vae"),
+                                  checkpoints=str(tmp_path / "ckpt"), scale="micro", progress=False)
+    assert summary["steps"] == 2
+    pipe, record = load_stage(tmp_path / "ckpt" / "lowres-ft")
+    assert record.slug == "lowres-ft" and record.extra["training"]["steps"] == 2
+    res = generate(pipe, torch.zeros(16, 32, 3, dtype=torch.uint8).numpy(), width=32, height=16, steps=1,
+                   max_guidance=1.0, seed=0)
+    assert res.frames.shape == (14, 16, 32, 3)
+    # resuming continues from the saved step
+    cfg.steps = 3
+    summary = train_denoise_stage("lowres-ft", cfg, None, vae_dir=str(tmp_path / "vae"), checkpoints=None,
+                                  scale="micro", progress=False)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 3
