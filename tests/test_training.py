@@ -121,3 +121,38 @@ def test_denoise_stage_train_export_load_generate(tmp_path: Path) -> None:
                                   scale="micro", progress=False)
     rows = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == 3
+
+
+def test_adversarial_pieces() -> None:
+    from explorer.training.adversarial import discriminator_sigmas, generator_sigmas, hinge_d, pseudo_huber
+
+    levels = generator_sigmas(4, 3)
+    assert levels[0].item() == pytest.approx(700.0) and len(levels) == 3
+    assert levels[-1].item() == pytest.approx(2.2691, rel=1e-3)
+    s = discriminator_sigmas(2000, torch.Generator().manual_seed(0))
+    assert abs(s.log().mean().item() + 1.0) < 0.1  # log-normal around P_mean = -1
+    assert hinge_d([torch.full((4,), 2.0)], [torch.full((4,), -2.0)]).item() == 0.0  # confident D: no loss
+    a = torch.zeros(2, 3)
+    assert pseudo_huber(a, a).item() == pytest.approx(0.0, abs=1e-7)
+    assert pseudo_huber(a, a + 10).item() == pytest.approx(10 - 0.03, rel=1e-3)  # L1-like for large errors
+
+
+def test_adversarial_training_steps(tmp_path: Path) -> None:
+    from explorer.components import build_image_encoder
+    from explorer.models import build_unet
+    from explorer.training.adversarial import AdversarialConfig, train_adversarial
+
+    unet, teacher = build_unet("micro", seed=0), build_unet("micro", seed=1)
+    vae, enc = build_vae("micro"), build_image_encoder("micro")
+    before = {k: v.clone() for k, v in unet.state_dict().items()}
+    cfg = AdversarialConfig(out=str(tmp_path / "adv"), size=(32, 16), steps=2, batch=2, num_workers=0,
+                            ckpt_every=1, log_every=1, r1_every=1, warmup=1)
+    res = train_adversarial(cfg, unet, teacher, vae, enc, progress=False)
+    changed = any(not torch.equal(before[k], v) for k, v in unet.state_dict().items())
+    assert changed and "ema_unet" in res
+    rows = [json.loads(x) for x in (tmp_path / "adv" / "log.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 2 and rows[-1]["r1"] >= 0
+    cfg.steps = 3
+    train_adversarial(cfg, unet, teacher, vae, enc, progress=False)  # resumes at step 2
+    rows = [json.loads(x) for x in (tmp_path / "adv" / "log.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 3

@@ -90,7 +90,7 @@ def encode_batch(
     frames = batch["frames"]
     b, f = frames.shape[:2]
     with torch.no_grad():
-        lat = vae.encode(frames.flatten(0, 1)).latent_dist.sample(generator)
+        lat = vae.encode(frames.flatten(0, 1)).latent_dist.mode()  # the tiny VAE is deterministic (see vae.py)
         lat = lat.reshape(b, f, *lat.shape[1:]) * vae.config.scaling_factor
         aug = torch.exp(aug_mean + aug_std * torch.randn(b, generator=generator))
         first = frames[:, 0]

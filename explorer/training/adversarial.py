@@ -1,0 +1,375 @@
+"""One-step adversarial finetuning (SF-V's recipe, which MobileVD follows), for every one-step stage.
+
+Generator G: the stage's UNet with SVD's EDM preconditioning, trained on x_t = x0 + s * eps with s drawn from
+the 3 highest of 4 Karras levels (the top one is sigma_max, where one-step sampling evaluates it).
+Discriminator D: the FROZEN encoder half (stem + down blocks) of the denoiser all one-step stages descend from
+(``lowres-ft``), with one trainable spatial head (per frame) and one temporal head (over frames) after each
+down block. Heads are conditioned projection-style on the image embedding, the noise level and the frame
+index. Real and generated clips get fresh noise s' from a discretised log-normal (P_mean -1, P_std 1) before D.
+Losses: hinge + (lazy) R1 for D; for G the adversarial term + 0.1 x pseudo-Huber reconstruction to the real
+clip. EMA of G. Both kinds of heads matter: spatial-only heads let every frame collapse to the conditioning
+image (SF-V).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
+from diffusers.models.embeddings import get_timestep_embedding
+from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from tqdm.auto import tqdm
+from transformers import CLIPVisionModelWithProjection
+
+from explorer import data, edm
+from explorer.cpu_speed import use_fast_temporal_convs
+from explorer.training.common import EMA, Checkpointer, JsonlLog, lr_at
+from explorer.training.denoise import Conditioning, encode_batch
+
+# ----------------------------------------------------------------------------------------------------------
+# Discriminator
+
+
+class FrozenEncoder(nn.Module):
+    """Stem + down blocks of a UNet, frozen; returns every down block's output (B*F, C, h, w)."""
+
+    def __init__(self, unet: UNetSpatioTemporalConditionModel) -> None:
+        super().__init__()
+        unet = copy.deepcopy(unet)
+        self.time_proj, self.time_embedding = unet.time_proj, unet.time_embedding
+        self.add_time_proj, self.add_embedding = unet.add_time_proj, unet.add_embedding
+        self.conv_in, self.down_blocks = unet.conv_in, unet.down_blocks
+        self.channels = [b.resnets[-1].spatial_res_block.out_channels for b in unet.down_blocks]
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> FrozenEncoder:  # stays in eval mode: it is a fixed feature extractor
+        return super().train(False)
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor,
+                time_ids: torch.Tensor) -> list[torch.Tensor]:
+        b, f = sample.shape[:2]
+        emb = self.time_embedding(self.time_proj(timestep.reshape(b)).to(sample.dtype))
+        aug = self.add_embedding(self.add_time_proj(time_ids.flatten()).reshape(b, -1).to(sample.dtype))
+        emb = (emb + aug).repeat_interleave(f, dim=0)
+        ctx = context.repeat_interleave(f, dim=0)
+        h = self.conv_in(sample.flatten(0, 1))
+        indicator = torch.zeros(b, f, dtype=h.dtype, device=h.device)
+        feats = []
+        for block in self.down_blocks:
+            if getattr(block, "has_cross_attention", False):
+                h, _ = block(hidden_states=h, temb=emb, encoder_hidden_states=ctx, image_only_indicator=indicator)
+            else:
+                h, _ = block(hidden_states=h, temb=emb, image_only_indicator=indicator)
+            feats.append(h)
+        return feats
+
+
+class _CondEmbedding(nn.Module):
+    """Per-frame conditioning vector: image embedding, noise level (Fourier of c_noise), frame index."""
+
+    def __init__(self, image_dim: int, dim: int) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(image_dim + 64 + 32, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, image_embeds: torch.Tensor, sigma: torch.Tensor, frames: int) -> torch.Tensor:
+        b = image_embeds.shape[0]
+        noise = get_timestep_embedding(edm.c_noise(sigma) * 250.0, 64)  # c_noise spans ~[-1.6, 1.6]
+        index = get_timestep_embedding(torch.arange(frames, device=sigma.device).float(), 32)
+        img = image_embeds.reshape(b, -1)
+        cond = torch.cat([img.repeat_interleave(frames, 0), noise.repeat_interleave(frames, 0),
+                          index.repeat(b, 1)], dim=1)
+        return self.mlp(cond)  # (B*F, dim)
+
+
+class SpatialHead(nn.Module):
+    """Per-frame head: conv features -> patch logits, plus a projection term with the conditioning."""
+
+    def __init__(self, channels: int, cond_dim: int, width: int = 64) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(channels, width, 3, padding=1), nn.GroupNorm(8, width), nn.SiLU(),
+                                  nn.Conv2d(width, width, 3, padding=1), nn.SiLU())
+        self.out = nn.Conv2d(width, 1, 1)
+        self.proj = nn.Linear(cond_dim, width)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        h = self.body(x)
+        patch = self.out(h).mean(dim=(1, 2, 3))
+        return patch + (h.mean(dim=(2, 3)) * self.proj(cond)).sum(1) / math.sqrt(h.shape[1])  # (B*F,)
+
+
+class TemporalHead(nn.Module):
+    """Over-frames head: spatially pooled features -> 1-D convolutions over time -> per-frame logits."""
+
+    def __init__(self, channels: int, cond_dim: int, width: int = 64) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv1d(channels, width, 3, padding=1), nn.GroupNorm(8, width), nn.SiLU(),
+                                  nn.Conv1d(width, width, 3, padding=1), nn.SiLU())
+        self.out = nn.Conv1d(width, 1, 1)
+        self.proj = nn.Linear(cond_dim, width)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, frames: int) -> torch.Tensor:
+        bf, c = x.shape[:2]
+        pooled = x.mean(dim=(2, 3))
+        seq = pooled.reshape(bf // frames, frames, c).transpose(1, 2)  # (B, C, F)
+        h = self.body(seq)  # (B, W, F)
+        logits = self.out(h).squeeze(1).reshape(-1)  # (B*F,)
+        hf = h.transpose(1, 2).reshape(bf, -1)
+        return logits + (hf * self.proj(cond)).sum(1) / math.sqrt(hf.shape[1])
+
+
+class Discriminator(nn.Module):
+    """Frozen UNet encoder + trainable spatial and temporal heads after every down block."""
+
+    def __init__(self, teacher: UNetSpatioTemporalConditionModel, image_dim: int, cond_dim: int = 128,
+                 width: int = 64, spatial: bool = True, temporal: bool = True) -> None:
+        super().__init__()
+        self.encoder = FrozenEncoder(teacher)
+        self.cond = _CondEmbedding(image_dim, cond_dim)
+        self.spatial = nn.ModuleList([SpatialHead(c, cond_dim, width) for c in self.encoder.channels]) if spatial \
+            else nn.ModuleList()
+        self.temporal = nn.ModuleList([TemporalHead(c, cond_dim, width) for c in self.encoder.channels]) \
+            if temporal else nn.ModuleList()
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        return [p for n, p in self.named_parameters() if not n.startswith("encoder.")]
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor, cond: Conditioning) -> list[torch.Tensor]:
+        """Logits (one tensor (B*F,) per head) for clean-scale latents ``x`` noised at level ``sigma`` (B,)."""
+        b, f = x.shape[:2]
+        s = sigma.view(b, 1, 1, 1, 1)
+        image = cond.image_latents.unsqueeze(1).expand(b, f, *cond.image_latents.shape[1:])
+        model_in = torch.cat([x * edm.c_in(s), image], dim=2)
+        feats = self.encoder(model_in, edm.c_noise(sigma), cond.image_embeds, cond.time_ids)
+        c = self.cond(cond.image_embeds, sigma, f)
+        out = [head(h, c) for head, h in zip(self.spatial, feats, strict=False)]
+        out += [head(h, c, f) for head, h in zip(self.temporal, feats, strict=False)]
+        return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Losses and noise levels
+
+
+def generator_sigmas(levels: int = 4, top: int = 3) -> torch.Tensor:
+    """The ``top`` highest of ``levels`` Karras levels (700, 70.5, 2.27 for 3 of 4)."""
+    return edm.karras_sigmas(levels)[:top]
+
+
+def discriminator_sigmas(n: int, generator: torch.Generator, p_mean: float = -1.0, p_std: float = 1.0,
+                         grid: int = 1000) -> torch.Tensor:
+    """Log-normal noise levels snapped to a fine Karras grid (a discretised log-normal, as SF-V)."""
+    s = edm.lognormal_sigmas(n, p_mean, p_std, generator)
+    levels = edm.karras_sigmas(grid)
+    idx = (levels.log().view(1, -1) - s.log().view(-1, 1)).abs().argmin(dim=1)
+    return levels[idx]
+
+
+def pseudo_huber(a: torch.Tensor, b: torch.Tensor, c: float = 0.03) -> torch.Tensor:
+    """Per-sample sqrt(mean((a-b)^2) + c^2) - c, averaged: L2-like for small, L1-like for large errors."""
+    mse = ((a - b) ** 2).flatten(1).mean(1)
+    return (torch.sqrt(mse + c * c) - c).mean()
+
+
+def hinge_d(real: list[torch.Tensor], fake: list[torch.Tensor]) -> torch.Tensor:
+    return sum(F.relu(1 - r).mean() + F.relu(1 + f).mean() for r, f in zip(real, fake, strict=True)) / len(real)
+
+
+def hinge_g(fake: list[torch.Tensor]) -> torch.Tensor:
+    return -sum(f.mean() for f in fake) / len(fake)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Training loop
+
+
+@dataclass
+class AdversarialConfig:
+    out: str = "runs/adversarial"
+    size: tuple[int, int] = data.LOWRES
+    frames: int = data.NUM_FRAMES
+    steps: int = 1000
+    batch: int = 4
+    lr_g: float = 2e-5
+    lr_d: float = 2e-4
+    lr_extra: float = 1e-2  # e.g. gate importances
+    warmup: int = 50
+    recon_weight: float = 0.1
+    huber_c: float = 0.03
+    r1_weight: float = 1e-2
+    r1_every: int = 4
+    d_p_mean: float = -1.0
+    d_p_std: float = 1.0
+    g_levels: int = 4
+    g_top: int = 3
+    spatial_heads: bool = True
+    temporal_heads: bool = True
+    head_width: int = 64
+    ema_decay: float = 0.995
+    aug_mean: float = -3.0
+    aug_std: float = 0.5
+    seed: int = 0
+    data_seed: int = 1
+    log_every: int = 10
+    ckpt_every: int = 100
+    num_workers: int = 1
+    threads: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def one_step(unet: nn.Module, cond: Conditioning, sigma: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """The one-step generator: x0_hat = D_G(x0 + s * eps; s)."""
+    b = noise.shape[0]
+    return edm.denoise(unet, cond.latents + sigma.view(b, 1, 1, 1, 1) * noise, sigma, cond.image_latents,
+                       cond.image_embeds, cond.time_ids)
+
+
+def train_adversarial(
+    cfg: AdversarialConfig,
+    unet: UNetSpatioTemporalConditionModel,
+    teacher: UNetSpatioTemporalConditionModel,
+    vae: AutoencoderKLTemporalDecoder,
+    image_encoder: CLIPVisionModelWithProjection,
+    extra_params: list[nn.Parameter] | None = None,
+    extra_loss: Callable[[nn.Module], torch.Tensor] | None = None,
+    on_log: Callable[[int], dict[str, Any]] | None = None,
+    extra_state: dict[str, nn.Module] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Adversarially finetune ``unet`` to one step (resumable from ``cfg.out``); returns the EMA weights.
+
+    ``extra_params`` (e.g. temporal gate importances) train with ``cfg.lr_extra``; ``extra_loss(unet)`` is added
+    to the generator loss (e.g. L1 on blend weights); ``on_log(step)`` returns extra values to log (e.g. gate
+    probabilities) and ``extra_state`` modules are checkpointed with the run.
+    """
+    from accelerate import Accelerator
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if accelerator.device.type == "cpu":
+        for m in (unet, teacher, vae):
+            use_fast_temporal_convs(m)
+    vae.requires_grad_(False).eval()
+    image_encoder.requires_grad_(False).eval()
+    image_dim = image_encoder.config.projection_dim
+    disc = Discriminator(teacher, image_dim, width=cfg.head_width, spatial=cfg.spatial_heads,
+                         temporal=cfg.temporal_heads)
+    extra_params = list(extra_params or [])
+    extra_ids = {id(p) for p in extra_params}
+    g_params = [p for p in unet.parameters() if p.requires_grad and id(p) not in extra_ids]
+    groups = [{"params": g_params, "lr": cfg.lr_g, "base_lr": cfg.lr_g}]
+    if extra_params:
+        groups.append({"params": extra_params, "lr": cfg.lr_extra, "base_lr": cfg.lr_extra})
+    opt_g = torch.optim.AdamW(groups, betas=(0.0, 0.99), weight_decay=0.0)
+    opt_d = torch.optim.AdamW(disc.head_parameters(), lr=cfg.lr_d, betas=(0.0, 0.99), weight_decay=0.0)
+    ema = EMA(unet, decay=cfg.ema_decay, warmup=20)
+    ckpt = Checkpointer(out / "state")
+    log = JsonlLog(out / "log.jsonl")
+    step = 0
+    heads = nn.ModuleDict({"heads": nn.ModuleList([disc.cond, disc.spatial, disc.temporal])})
+    if ckpt.exists():
+        models = {"unet": unet, "disc_heads": heads, **(extra_state or {})}
+        record = ckpt.load(models, {"g": opt_g, "d": opt_d})
+        ema.load_state_dict(ckpt.load_tensors("ema"), record["ema_updates"])
+        step = int(record["step"])
+    gen = torch.Generator().manual_seed(cfg.seed * 7919 + step)
+    g_levels = generator_sigmas(cfg.g_levels, cfg.g_top)
+    stream = data.ClipStream("train", cfg.size, seed=cfg.data_seed, start=step * cfg.batch)
+    loader = iter(torch.utils.data.DataLoader(stream, batch_size=cfg.batch, num_workers=cfg.num_workers,
+                                              persistent_workers=cfg.num_workers > 0))
+    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc=out.name)
+    t0, seen = time.time(), 0
+    while step < cfg.steps:
+        for g in opt_g.param_groups:
+            g["lr"] = lr_at(step, g["base_lr"], cfg.warmup, cfg.steps, 0.5)
+        batch = next(loader)
+        batch["frames"] = batch["frames"][:, : cfg.frames]
+        cond = encode_batch(batch, vae, image_encoder, gen, cfg.aug_mean, cfg.aug_std, embed_grad=False)
+        b = cond.latents.shape[0]
+        sigma_g = g_levels[torch.randint(len(g_levels), (b,), generator=gen)]
+        noise = torch.randn(cond.latents.shape, generator=gen)
+        unet.train()
+        fake = one_step(unet, cond, sigma_g, noise)
+
+        # --- discriminator
+        s_real = discriminator_sigmas(b, gen, cfg.d_p_mean, cfg.d_p_std)
+        s_fake = discriminator_sigmas(b, gen, cfg.d_p_mean, cfg.d_p_std)
+        x_real = cond.latents + s_real.view(b, 1, 1, 1, 1) * torch.randn(cond.latents.shape, generator=gen)
+        x_fake = fake.detach() + s_fake.view(b, 1, 1, 1, 1) * torch.randn(cond.latents.shape, generator=gen)
+        do_r1 = cfg.r1_weight > 0 and step % cfg.r1_every == 0
+        if do_r1:
+            x_real.requires_grad_(True)
+        if do_r1:  # R1 differentiates twice; only the math attention kernel supports that on every device
+            with sdpa_kernel(SDPBackend.MATH):
+                d_real = disc(x_real, s_real, cond)
+        else:
+            d_real = disc(x_real, s_real, cond)
+        d_fake = disc(x_fake, s_fake, cond)
+        loss_d = hinge_d(d_real, d_fake)
+        r1 = torch.zeros(())
+        if do_r1:
+            grad, = torch.autograd.grad(sum(r.sum() for r in d_real), x_real, create_graph=True)
+            r1 = grad.pow(2).flatten(1).sum(1).mean()
+            loss_d = loss_d + 0.5 * cfg.r1_weight * cfg.r1_every * r1
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+
+        # --- generator
+        s_g = discriminator_sigmas(b, gen, cfg.d_p_mean, cfg.d_p_std)
+        x_g = fake + s_g.view(b, 1, 1, 1, 1) * torch.randn(cond.latents.shape, generator=gen)
+        adv = hinge_g(disc(x_g, s_g, cond))
+        rec = pseudo_huber(fake, cond.latents, cfg.huber_c)
+        loss_g = adv + cfg.recon_weight * rec
+        if extra_loss is not None:
+            loss_g = loss_g + extra_loss(unet)
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        torch.nn.utils.clip_grad_norm_(g_params + extra_params, 1.0)
+        opt_g.step()
+        ema.update(unet)
+        step += 1
+        seen += b
+        bar.update(1)
+        if step % cfg.log_every == 0:
+            el = time.time() - t0
+            row = {"step": step, "loss_d": loss_d.item(), "loss_g": loss_g.item(), "adv": adv.item(),
+                   "rec": rec.item(), "r1": r1.item(), "d_real": float(sum(r.mean() for r in d_real) / len(d_real)),
+                   "d_fake": float(sum(f.mean() for f in d_fake) / len(d_fake)), "clips_per_s": seen / el,
+                   "elapsed_s": el}
+            if on_log is not None:
+                row.update(on_log(step))
+            log.write(**row)
+            bar.set_postfix(d=f"{row['loss_d']:.3f}", g=f"{row['adv']:.3f}", rec=f"{row['rec']:.4f}")
+        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+            ckpt.save(step, {"unet": unet, "disc_heads": heads, "ema": ema.state_dict(),
+                             **(extra_state or {})}, {"g": opt_g, "d": opt_d},
+                      meta={"ema_updates": ema.updates, "config": asdict(cfg)})
+    bar.close()
+    return {"ema_unet": ema.state_dict(), "log": str(log.path)}
+
+
+__all__ = [
+    "AdversarialConfig",
+    "Discriminator",
+    "FrozenEncoder",
+    "discriminator_sigmas",
+    "generator_sigmas",
+    "hinge_d",
+    "hinge_g",
+    "one_step",
+    "pseudo_huber",
+    "train_adversarial",
+]
