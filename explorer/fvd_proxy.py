@@ -12,8 +12,9 @@ photograph) with tasks that force its features to see what an image-to-video mod
   missing, wrong or incoherent moves the features too.
 
 The network is (2+1)D: per-frame 3x3 convolutions (fast 2-D convolutions on the CPU) followed by temporal
-convolutions over 3 frames; input 14 frames of 128x64 in [-1, 1]; features are the 128-d global average of the
-last block (the penultimate layer: the task heads are linear on top of it). Weights ship in
+convolutions over 3 frames, BatchNorm; input 14 frames of 128x64 in [-1, 1]; every block's output is averaged
+over space and time and the concatenation is projected to 128-d features (the penultimate layer: the task heads
+are linear on top of it). Weights ship in
 ``checkpoints/fvd_proxy/`` as safetensors + config.json. Scores from this network are called **FVD-proxy**
 everywhere: they are not FVD and are not comparable with published FVD numbers.
 """
@@ -53,14 +54,10 @@ class ProxyConfig:
     frames: int = 14
     channels: tuple[int, ...] = (16, 32, 64, 128)
     temporal_strides: tuple[int, ...] = (1, 1, 2, 2)
-    groups: int = 8
+    feature_dim: int = 128
     num_kinds: int = len(KINDS)
     num_corruptions: int = len(CORRUPTIONS)
     extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def feature_dim(self) -> int:
-        return int(self.channels[-1])
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -79,31 +76,40 @@ class ProxyConfig:
 
 
 class _Block(nn.Module):
-    """Spatial 3x3 (stride 2) per frame, then a temporal 3-tap convolution; GroupNorm over (C, T, H, W)."""
+    """Spatial 3x3 (stride 2) per frame, then a temporal 3-tap convolution, each with BatchNorm + SiLU.
 
-    def __init__(self, cin: int, cout: int, t_stride: int, groups: int) -> None:
+    BatchNorm, not GroupNorm: a per-clip normalisation divides out exactly the energy that noise, blur and
+    blockiness change (a first attempt with GroupNorm could not tell them from clean clips); BatchNorm's running
+    statistics keep a clip's feature independent of the batch it is scored in.
+    """
+
+    def __init__(self, cin: int, cout: int, t_stride: int) -> None:
         super().__init__()
-        self.spatial = nn.Conv2d(cin, cout, 3, stride=2, padding=1)
-        self.norm1 = nn.GroupNorm(min(groups, cout), cout)
-        self.temporal = nn.Conv2d(cout, cout, (3, 1), stride=(t_stride, 1), padding=(1, 0))
-        self.norm2 = nn.GroupNorm(min(groups, cout), cout)
+        self.spatial = nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False)
+        self.norm1 = nn.BatchNorm3d(cout)
+        self.temporal = nn.Conv2d(cout, cout, (3, 1), stride=(t_stride, 1), padding=(1, 0), bias=False)
+        self.norm2 = nn.BatchNorm3d(cout)
         self.t_stride = t_stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, T, H, W)
         b, c, t, h, w = x.shape
         y = self.spatial(x.transpose(1, 2).reshape(b * t, c, h, w))
         _, c2, h2, w2 = y.shape
-        y = y.reshape(b, t, c2, h2, w2).transpose(1, 2)  # (B, C2, T, H2, W2)
-        y = F.silu(self.norm1(y))
+        y = F.silu(self.norm1(y.reshape(b, t, c2, h2, w2).transpose(1, 2)))  # (B, C2, T, H2, W2)
         z = self.temporal(y.reshape(b, c2, t, h2 * w2))
-        z = F.silu(self.norm2(z)).reshape(b, c2, -1, h2, w2)
+        z = F.silu(self.norm2(z.reshape(b, c2, -1, h2, w2)))
         if self.t_stride == 1:
             z = z + y  # residual where the temporal length is unchanged
         return z
 
 
 class ProxyNet(nn.Module):
-    """The FVD-proxy network: (B, 3, T, H, W) in [-1, 1] -> pooled features + task heads."""
+    """The FVD-proxy network: (B, 3, T, H, W) in [-1, 1] -> pooled features + task heads.
+
+    Every block's output is averaged over time and space; the concatenation (fine detail from the early blocks,
+    content and motion from the late ones) is projected to ``feature_dim`` -- the penultimate layer, on which the
+    linear task heads sit and on which the Fréchet distance is computed.
+    """
 
     def __init__(self, config: ProxyConfig | None = None) -> None:
         super().__init__()
@@ -111,18 +117,21 @@ class ProxyNet(nn.Module):
         cfg = self.config
         chans = (3, *cfg.channels)
         self.blocks = nn.ModuleList(
-            _Block(chans[i], chans[i + 1], cfg.temporal_strides[i], cfg.groups) for i in range(len(cfg.channels))
+            _Block(chans[i], chans[i + 1], cfg.temporal_strides[i]) for i in range(len(cfg.channels))
         )
         d = cfg.feature_dim
+        self.embed = nn.Linear(sum(cfg.channels), d)
         self.kind_head = nn.Linear(d, cfg.num_kinds)
         self.bucket_head = nn.Linear(d, 1)
         self.corruption_head = nn.Linear(d, cfg.num_corruptions)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled penultimate features (B, feature_dim): what the Fréchet distance is computed on."""
+        pooled = []
         for block in self.blocks:
             x = block(x)
-        return x.mean(dim=(2, 3, 4))
+            pooled.append(x.mean(dim=(2, 3, 4)))
+        return F.silu(self.embed(torch.cat(pooled, dim=1)))
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         f = self.features(x)

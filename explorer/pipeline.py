@@ -1044,7 +1044,7 @@ class GenerationResult:
 
     ``nfe`` counts UNet evaluations per video as measured by a forward hook (a CFG call on a batch of 2 counts
     2); ``unet_seconds`` is the time inside UNet forwards; ``seconds`` the whole pipeline call (image encoding,
-    VAE encode, denoising, decoding). ``peak_memory_mb``: CUDA peak allocated memory during the call on a GPU;
+    VAE encode, denoising, decoding). ``peak_memory``: CUDA peak allocated memory during the call on a GPU;
     on the CPU the process's peak resident set size (a process-wide upper bound, see ``settings``).
     """
 
@@ -1052,7 +1052,7 @@ class GenerationResult:
     seconds: float
     unet_seconds: float
     nfe: int
-    peak_memory_mb: float | None
+    peak_memory: float | None
     seed: int
     settings: dict[str, Any]
     unet_calls: int = 0
@@ -1239,7 +1239,7 @@ def generate(
         seconds=seconds,
         unet_seconds=counters["seconds"],
         nfe=counters["nfe"],
-        peak_memory_mb=peak,
+        peak_memory=peak,
         seed=seed,
         settings=settings,
         unet_calls=counters["calls"],

@@ -112,7 +112,7 @@ def test_generate_shapes_and_nfe(pipe, image) -> None:
     assert res.settings["cfg"] is True and res.seed == 1
     assert (res.settings["fps"], res.settings["motion_bucket_id"], res.settings["noise_aug_strength"]) == (7, 127, 0.02)
     assert 0 < res.unet_seconds <= res.seconds
-    assert res.peak_memory_mb is not None and res.peak_memory_mb > 0
+    assert res.peak_memory is not None and res.peak_memory > 0
     one = generate(pipe, image, **{**BASE, "steps": 1}, seed=1)
     assert one.nfe == 1 and one.unet_calls == 1 and one.settings["cfg"] is False
 

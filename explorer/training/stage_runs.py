@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
 from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
 from safetensors.torch import load_file
 from transformers import CLIPVisionModelWithProjection
@@ -58,12 +57,13 @@ def export_stage(
     extra: dict[str, Any],
     size: tuple[int, int] | None = None,
     transforms: list[registry.Transform] | None = None,
+    scale: str = "tiny",
 ) -> Path:
     """Write ``checkpoints/<slug>`` with the shared components stored once in ``checkpoints/_shared``."""
     stage = registry.get_stage(slug)
     width, height = size or stage.size("tiny")
     record = StageRecord(
-        slug=stage.slug, parent=stage.parent, scale="tiny",
+        slug=stage.slug, parent=stage.parent, scale=scale,
         transforms=tuple(transforms if transforms is not None else registry.architecture_transforms(slug)),
         width=width, height=height, frames=stage.frames, steps=stage.steps,
         min_guidance=stage.min_guidance, max_guidance=stage.max_guidance, extra=extra,
@@ -75,15 +75,15 @@ def export_stage(
     return save_stage(comps, root / stage.slug, record, shared=shared, root=root)
 
 
-def export_svd_512(checkpoints: str | Path) -> Path:
+def export_svd_512(checkpoints: str | Path, size: tuple[int, int] | None = None) -> Path:
     """`svd-512`: the `svd` weights sampled at the low resolution without finetuning. Its UNet is the `svd`
     stage's own (referenced, not copied), only the record differs."""
     root = Path(checkpoints)
-    pipe, _ = load_stage(root / "svd")
+    pipe, svd_record = load_stage(root / "svd")
     stage = registry.get_stage("svd-512")
-    width, height = stage.size("tiny")
-    record = StageRecord(slug="svd-512", parent="svd", scale="tiny", transforms=(), width=width, height=height,
-                         frames=stage.frames, steps=stage.steps, min_guidance=stage.min_guidance,
+    width, height = size or stage.size("tiny")
+    record = StageRecord(slug="svd-512", parent="svd", scale=svd_record.scale, transforms=(), width=width,
+                         height=height, frames=stage.frames, steps=stage.steps, min_guidance=stage.min_guidance,
                          max_guidance=stage.max_guidance, extra={"training": "none: svd sampled at low resolution"})
     comps = {"unet": pipe.unet, "vae": pipe.vae, "image_encoder": pipe.image_encoder,
              "feature_extractor": pipe.feature_extractor, "scheduler": pipe.scheduler}
@@ -99,6 +99,7 @@ def train_denoise_stage(
     checkpoints: str | None = "checkpoints",
     scale: str = "tiny",
     progress: bool = True,
+    size: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """Denoising training of ``slug`` (the base `svd` phases or `lowres-ft`); exports when ``checkpoints``."""
     unet, encoder, vae, info = load_init(init, scale, vae_dir)
@@ -115,6 +116,6 @@ def train_denoise_stage(
         summary["clips_seen"] = log_rows[-1].get("clips")
     if checkpoints:
         folder = export_stage(slug, unet.float(), encoder.float(), vae.float(), checkpoints,
-                              extra={"training": summary, "device": str(torch.device("cpu"))})
+                              extra={"training": summary}, size=size, scale=scale)
         summary["folder"] = str(folder)
     return summary

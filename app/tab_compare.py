@@ -1,0 +1,522 @@
+"""Compare tab: one image, several stages side by side, every number with its source."""
+
+from __future__ import annotations
+
+import html
+import queue
+import random
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import gradio as gr
+
+from app.context import AppContext
+from app.gpu import ON_ZEROGPU, generate_on_device
+from app.plots import fmt
+from explorer.app_support import (
+    MAX_STAGES,
+    NOT_FINETUNED,
+    Common,
+    StageOutcome,
+    StageRequest,
+    check_image,
+    compose,
+    run_stage,
+    upscale_note,
+    validate_common,
+)
+from explorer.pipeline import ImageInputError
+
+TABLE_HEADERS = ["stage", "steps", "min guidance", "max guidance", "stage defaults"]
+DEFAULT_STAGES = ("svd", "channel-funnels")
+SYNC_JS = """
+() => {
+  const vids = Array.from(document.querySelectorAll('#mvd-cards video, #mvd-sbs video'));
+  vids.forEach(v => { v.pause(); v.currentTime = 0; v.muted = true; v.loop = true; });
+  setTimeout(() => vids.forEach(v => { const p = v.play(); if (p) p.catch(() => {}); }), 50);
+  return [];
+}
+"""
+STATS_ROWS: tuple[tuple[str, str], ...] = (
+    ("nfe", "NFE (UNet evaluations per clip)"),
+    ("steps", "denoising steps"),
+    ("guidance", "guidance (first -> last frame)"),
+    ("size", "size"),
+    ("tflops_nfe_gen", "TFLOPs per NFE, at the size run"),
+    ("tflops_nfe_full", "TFLOPs per NFE, full scale (paper size)"),
+    ("tflops_nfe_paper", "TFLOPs per NFE, paper"),
+    ("tflops_clip_gen", "TFLOPs per clip, at the size run"),
+    ("tflops_clip_full", "TFLOPs per clip, full scale"),
+    ("wall_s", "wall time (s)"),
+    ("unet_s", "UNet time (s)"),
+    ("peak_memory_mb", "peak memory (MB)"),
+    ("fvd_proxy", "FVD-proxy (evaluate.py)"),
+    ("first_frame_psnr", "first-frame PSNR (dB)"),
+    ("motion_spearman", "motion Spearman"),
+    ("seed", "seed"),
+)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Settings table
+
+
+def parse_table(value: Any) -> dict[str, dict[str, Any]]:
+    """Per-stage overrides from the settings table (list of rows, gradio's dict payload, or a DataFrame)."""
+    if value is None:
+        return {}
+    if hasattr(value, "values") and hasattr(value, "columns"):  # pandas
+        rows = value.values.tolist()
+    elif isinstance(value, dict):
+        rows = value.get("data") or []
+    else:
+        rows = list(value)
+    out: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        if not isinstance(row, (list, tuple)) or not row or not str(row[0]).strip():
+            continue
+        key = str(row[0]).strip()
+        out[key] = {"steps": _cell(row, 1, int, key), "min_guidance": _cell(row, 2, float, key),
+                    "max_guidance": _cell(row, 3, float, key)}
+    return out
+
+
+def _cell(row: Sequence[Any], i: int, cast: type, key: str) -> Any:
+    try:
+        v = row[i]
+        return None if v in (None, "") else cast(float(v))
+    except IndexError:
+        return None
+    except (TypeError, ValueError):
+        raise gr.Error(f"settings table, stage {key}: '{row[i]}' is not a number") from None
+
+
+def table_rows(ctx: AppContext, stages: list[str] | None, current: Any = None) -> list[list[Any]]:
+    """Rows of the settings table for the selected stages, keeping edits of stages still selected."""
+    kept = {}
+    try:
+        kept = parse_table(current)
+    except gr.Error:
+        kept = {}
+    rows = []
+    for key in stages or []:
+        try:
+            e = ctx.catalog.entry(key)
+        except KeyError:
+            continue
+        rec = e.record
+        if rec is None:
+            defaults = "unavailable" if e.status == "unavailable" else "loads on first use"
+            d_steps, d_min, d_max = None, None, None
+        else:
+            d_steps, d_min, d_max = rec.steps, rec.min_guidance, rec.max_guidance
+            defaults = f"{rec.steps} steps, CFG {rec.min_guidance:g}->{rec.max_guidance:g}, {rec.width}x{rec.height}"
+        old = kept.get(e.key, {})
+        rows.append([e.key, old.get("steps") or d_steps, old.get("min_guidance", d_min) if old else d_min,
+                     old.get("max_guidance", d_max) if old else d_max, defaults])
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Rendering helpers
+
+
+def _board(order: list[str], board: dict[str, dict[str, Any]], header: str) -> str:
+    rows = []
+    for key in order:
+        b = board.get(key, {})
+        total = max(1, int(b.get("total") or 1))
+        done = min(total, int(b.get("done") or 0))
+        state = b.get("state", "queued")
+        pct = 100 if state in ("done", "cached") else int(100 * done / total)
+        cls = {"done": "ok", "cached": "ok", "unavailable": "bad", "failed": "bad"}.get(state, "run")
+        text = html.escape(str(b.get("text", state)))
+        rows.append(
+            f'<div class="mvd-prog-row"><span class="mvd-prog-name">{html.escape(key)}</span>'
+            f'<div class="mvd-prog-bar"><div class="mvd-prog-fill {cls}" style="width:{pct}%"></div></div>'
+            f'<span class="mvd-prog-state {cls}">{text}</span></div>'
+        )
+    return f'<div class="mvd-board"><div class="mvd-board-head">{html.escape(header)}</div>{"".join(rows)}</div>'
+
+
+def _badge(source: str) -> str:
+    s = str(source)
+    if s.startswith("measured"):
+        cls, short = "m", "measured"
+    elif s.startswith("paper"):
+        cls, short = "p", "paper"
+    elif s.startswith("estimate"):
+        cls, short = "e", "estimate"
+    else:
+        cls, short = "s", "setting"
+    return f'<span class="mvd-src {cls}" title="{html.escape(s)}">{short}</span>'
+
+
+def card_head(o: StageOutcome) -> str:
+    """Title of one stage's card and, where it applies, the warning that its weights are not trained."""
+    tag = ""
+    if o.kind == "placeholder":
+        tag = '<div class="mvd-warn">untrained (random weights) — development placeholder</div>'
+    elif NOT_FINETUNED in (o.note or ""):
+        tag = '<div class="mvd-warn">not finetuned (zero-shot)</div>'
+    elif o.note:
+        tag = f'<div class="mvd-note">{html.escape(o.note)}</div>'
+    cached = ' <span class="mvd-cached">cached</span>' if o.status == "cached" else ""
+    return f'<div class="mvd-card"><div class="mvd-card-title">{html.escape(o.label)}{cached}</div>{tag}</div>'
+
+
+def card_stats(o: StageOutcome) -> str:
+    """The numbers under one stage's video, each with its source badge (hover for the full source)."""
+    if o.status in ("unavailable", "failed"):
+        return f'<div class="mvd-card mvd-err">{o.status}: {html.escape(o.reason)}</div>'
+    s = o.stats
+
+    def row(name: str, key: str, digits: int = 4, unit: str = "") -> str:
+        item = s.get(key)
+        if not item:
+            return ""
+        return (f'<tr><td>{name}</td><td class="v">{fmt(item.get("value"), digits)}{unit}</td>'
+                f'<td>{_badge(item.get("source", ""))}</td></tr>')
+
+    rows = "".join([
+        row("NFE", "nfe"), row("steps", "steps"), row("size", "size"),
+        row("TFLOPs/NFE (run size)", "tflops_nfe_gen"), row("TFLOPs/NFE (full scale)", "tflops_nfe_full"),
+        row("TFLOPs/NFE (paper)", "tflops_nfe_paper"), row("TFLOPs/clip (run size)", "tflops_clip_gen"),
+        row("TFLOPs/clip (full scale)", "tflops_clip_full"), row("wall time", "wall_s", 3, " s"),
+        row("UNet time", "unet_s", 3, " s"), row("peak memory", "peak_memory_mb", 4, " MB"),
+        row("FVD-proxy", "fvd_proxy"), row("seed", "seed", 20),
+    ])
+    return f'<div class="mvd-card"><table class="mvd-stats">{rows}</table></div>'
+
+
+def card_html(o: StageOutcome) -> str:
+    return card_head(o) + card_stats(o)
+
+
+def stats_table(outcomes: list[StageOutcome]) -> tuple[list[str], list[list[Any]]]:
+    """Wide table: one row per quantity, one column per stage, then unit and source."""
+    headers = ["quantity"] + [o.key for o in outcomes] + ["source", "unit"]
+    rows = []
+    for key, name in STATS_ROWS:
+        items = [o.stats.get(key) for o in outcomes]
+        if not any(items):
+            continue
+        first = next(i for i in items if i)
+        sources = sorted({str(i.get("source")) for i in items if i})
+        rows.append([name] + [fmt(i.get("value")) if i else "—" for i in items]
+                    + ["; ".join(sources), first.get("unit", "")])
+    rows.append(["status"] + [o.status + (f": {o.reason}" if o.reason else "") for o in outcomes] + ["", ""])
+    return headers, rows
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Handlers
+
+
+def preview(ctx: AppContext, image: Any, stages: list[str] | None) -> tuple[list[tuple[str, str]], str]:
+    """What each selected stage's model will see (resized, centre-cropped), and notes on the input."""
+    from explorer.pipeline import prepare_image
+
+    if image is None:
+        return [], "Upload an image or pick an example."
+    try:
+        checked = check_image(image)
+    except ImageInputError as exc:
+        raise gr.Error(f"Cannot use this image: {exc}") from None
+    sizes: dict[tuple[int, int], list[str]] = {}
+    for key in stages or list(DEFAULT_STAGES):
+        try:
+            rec = ctx.catalog.entry(key).record
+        except KeyError:
+            continue
+        if rec is not None:
+            sizes.setdefault((rec.width, rec.height), []).append(key)
+    items = []
+    notes = list(checked.notes)
+    for (w, h), keys in sizes.items():
+        img = prepare_image(checked.image, w, h)
+        path = ctx.out_dir / f"cond-{checked.digest[:12]}-{w}x{h}.png"
+        if not path.exists():
+            img.save(path)
+        items.append((str(path), f"{w}x{h}: {', '.join(keys)}"))
+        up = upscale_note(checked, w, h)
+        if up:
+            notes.append(up)
+    w, h = checked.original_size
+    text = f"Input {w}x{h} (mode {checked.original_mode}); resized to cover each stage's size, centre-cropped."
+    if notes:
+        text += " Notes: " + "; ".join(notes) + "."
+    return items, text
+
+
+def compare_impl(
+    ctx: AppContext, image: Any, stages: Any, table: Any, seed: Any, randomize: Any, motion: Any, fps: Any,
+    noise: Any, zs_n: Any, zs_heuristic: Any, zs_r: Any, progress: Any = None,
+) -> Iterator[tuple[Any, ...]]:
+    """Generate every selected stage (streaming a per-stage progress board), then compose the comparison."""
+    try:
+        checked = check_image(image)
+    except ImageInputError as exc:
+        raise gr.Error(f"Cannot use this image: {exc}") from None
+    if isinstance(stages, str):
+        stages = [s for s in stages.split(",") if s.strip()]
+    stages = [str(s).strip() for s in (stages or [])]
+    if not stages:
+        raise gr.Error("Select at least one stage.")
+    if len(stages) > MAX_STAGES:
+        raise gr.Error(f"Select at most {MAX_STAGES} stages per comparison (got {len(stages)}).")
+    keys = []
+    for s in stages:
+        try:
+            keys.append(ctx.catalog.entry(s).key)
+        except KeyError as exc:
+            raise gr.Error(str(exc).strip('"')) from None
+    order = {k: i for i, k in enumerate(ctx.catalog.entries)}
+    keys = sorted(dict.fromkeys(keys), key=lambda k: order.get(k, 999))  # path order, whatever the click order
+    overrides = parse_table(table)
+    try:
+        seed_val = random.randrange(0, 2**31 - 1) if bool(randomize) else int(float(seed if seed is not None else 0))
+        common = validate_common(Common(seed=seed_val, motion_bucket_id=int(float(motion if motion is not None
+                                                                                   else 127)),
+                                        fps=int(float(fps if fps is not None else 7)),
+                                        noise_aug_strength=float(noise if noise is not None else 0.02)))
+        zs = {"n": int(float(zs_n if zs_n is not None else 11)), "heuristic": str(zs_heuristic or "blend"),
+              "r": float(zs_r if zs_r is not None else 0.5)}
+    except (TypeError, ValueError) as exc:
+        raise gr.Error(f"Bad setting: {exc}") from None
+    requests = []
+    for key in keys:
+        o = overrides.get(key, {})
+        params = {}
+        if key == "base/prune-zs":
+            params = {"n": zs["n"], "heuristic": zs["heuristic"]}
+        elif key == "base/funnels-zs":
+            params = {"r": zs["r"]}
+        requests.append(StageRequest(key, o.get("steps"), o.get("min_guidance"), o.get("max_guidance"), params))
+
+    events: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
+    board: dict[str, dict[str, Any]] = {r.key: {"state": "queued", "text": "queued", "done": 0,
+                                                "total": r.steps or 1} for r in requests}
+    outcomes: list[StageOutcome] = []
+
+    def worker() -> None:
+        for req in requests:
+            events.put((req.key, {"state": "loading", "text": "loading model"}))
+            t0 = time.perf_counter()
+
+            def cb(done: int, total: int, key: str = req.key) -> None:
+                events.put((key, {"state": "running", "done": done, "total": total,
+                                  "text": f"step {done}/{total}"}))
+
+            out = run_stage(ctx.catalog, ctx.flops, ctx.results, ctx.out_dir, checked, req, common,
+                            progress=None if ON_ZEROGPU else cb, generate_fn=generate_on_device)
+            outcomes.append(out)
+            dt = time.perf_counter() - t0
+            text = {"done": f"done in {dt:.1f} s", "cached": "cached (instant)"}.get(
+                out.status, f"{out.status}: {out.reason}")
+            events.put((req.key, {"state": out.status, "text": text, "done": 1, "total": 1}))
+        events.put(("", {}))
+
+    thread = threading.Thread(target=worker, name="compare", daemon=True)
+    thread.start()
+    header = f"seed {common.seed} · {len(keys)} stage(s)"
+    skip = gr.skip()
+    finished = False
+    last = ""
+    while not finished:
+        try:
+            key, upd = events.get(timeout=0.3)
+            if not key:
+                finished = True
+            else:
+                board[key].update(upd)
+            while True:
+                key, upd = events.get_nowait()
+                if not key:
+                    finished = True
+                else:
+                    board[key].update(upd)
+        except queue.Empty:
+            pass
+        html_now = _board(keys, board, header)
+        if progress is not None:
+            n_done = sum(1 for b in board.values() if b["state"] in ("done", "cached", "unavailable", "failed"))
+            running = [k for k in keys if board[k]["state"] in ("loading", "running")]
+            desc = f"{running[0]}: {board[running[0]]['text']}" if running else "composing"
+            progress((n_done, len(keys)), desc=desc, unit="stages")
+        if html_now != last and not finished:
+            last = html_now
+            yield (html_now, skip, skip, skip, skip, skip, skip, skip, skip)
+    thread.join()
+    order = {k: i for i, k in enumerate(keys)}
+    outcomes.sort(key=lambda o: order[o.key])
+    tag = f"{checked.digest[:10]}-{common.seed}-{int(time.time() * 1000) % 10**8}"
+    sbs = grid = None
+    try:
+        sbs, grid = compose(outcomes, ctx.out_dir, common.fps, tag)
+    except Exception as exc:  # noqa: BLE001 - the per-stage videos are still shown
+        gr.Warning(f"Could not compose the side-by-side video: {exc}")
+    headers, rows = stats_table(outcomes)
+    summary = {
+        "seed": common.seed, "image_sha256": checked.digest, "accounting": _accounting(),
+        "common": {"motion_bucket_id": common.motion_bucket_id, "fps": common.fps,
+                   "noise_aug_strength": common.noise_aug_strength},
+        "input_notes": checked.notes, "side_by_side": sbs, "frame_grid": grid,
+        "stages": [o.public() for o in outcomes],
+    }
+    state = {"outcomes": [o.public() for o in outcomes]}
+    if all(o.status in ("unavailable", "failed") for o in outcomes):
+        gr.Warning("No stage produced a video: " + "; ".join(f"{o.key}: {o.reason}" for o in outcomes))
+    import pandas as pd
+
+    yield (_board(keys, board, header + " · finished"), sbs, grid, sbs, grid, pd.DataFrame(rows, columns=headers),
+           summary, common.seed, state)
+
+
+def _accounting() -> str:
+    from explorer.app_support import ACCOUNTING
+
+    return ACCOUNTING
+
+
+def fill_cards(state: dict[str, Any] | None) -> list[Any]:
+    """Show one card (video + numbers) per stage of the last comparison."""
+    outs = (state or {}).get("outcomes", [])
+    updates: list[Any] = []
+    for i in range(MAX_STAGES):
+        if i < len(outs):
+            o = StageOutcome(**{**outs[i], "frames": None})
+            updates += [gr.update(visible=True), gr.update(value=card_head(o)),
+                        gr.update(value=o.video, label=o.key, visible=o.video is not None),
+                        gr.update(value=card_stats(o))]
+        else:
+            updates += [gr.update(visible=False), gr.update(value=""), gr.update(value=None), gr.update(value="")]
+    return updates
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Layout
+
+
+def build(ctx: AppContext) -> dict[str, Any]:
+    """The Compare tab's components and events; returns handles other tabs reuse (image, seed, ...)."""
+    cat = ctx.catalog
+    choices = [(e.label, e.key) for e in cat.entries.values()]
+    default = [k for k in DEFAULT_STAGES if k in cat.entries]
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=5, min_width=360):
+            image = gr.Image(label="Conditioning image", type="filepath", sources=["upload", "clipboard"],
+                             height=250, elem_id="mvd-image")
+            if ctx.examples:
+                gr.Examples(examples=[[p] for _, p in ctx.examples], inputs=[image],
+                            example_labels=[n for n, _ in ctx.examples],
+                            label="Examples: held-out TEST photographs (scikit-image; never used for training)")
+            stages = gr.CheckboxGroup(choices=choices, value=default, label="Stages to compare",
+                                      info="The compression path in order; --base variants at the end.",
+                                      elem_id="mvd-stages")
+            with gr.Accordion("Per-stage steps and guidance (editable)", open=True):
+                table = gr.Dataframe(value=table_rows(ctx, default), headers=TABLE_HEADERS,
+                                     datatype=["str", "number", "number", "number", "str"], type="array",
+                                     interactive=True, static_columns=[0, 4], column_count=(5, "fixed"),
+                                     row_count=(len(default), "dynamic"), elem_id="mvd-table", show_label=False)
+                with gr.Row():
+                    all_steps = gr.Number(value=1, precision=0, minimum=1, maximum=500,
+                                          label="steps for every selected stage", scale=2, elem_id="mvd-allsteps")
+                    apply_steps = gr.Button("Apply to all", scale=1, elem_id="mvd-apply-steps")
+                    reset = gr.Button("Stage defaults", scale=1)
+            with gr.Accordion("Zero-shot variants of --base (not finetuned)", open=True, visible=bool(cat.base)):
+                zs_n = gr.Slider(1, 38, value=11, step=1, label="temporal pruning: blocks kept (n of 38)")
+                zs_heuristic = gr.Radio(["blend", "structural"], value="blend", label="importance heuristic",
+                                        info="blend: rank by the pretrained blend weight (1 - alpha); structural: "
+                                             "temporal attention at fine levels first (docs/app.md)")
+                zs_r = gr.Slider(0.05, 1.0, value=0.5, step=0.05, label="channel funnels: fun-factor r (CSI init)")
+            with gr.Accordion("Shared conditioning", open=False):
+                with gr.Row():
+                    seed = gr.Number(value=0, precision=0, label="seed (CPU generator; same noise for every stage)",
+                                     minimum=0, elem_id="mvd-seed")
+                    randomize = gr.Checkbox(value=False, label="randomise seed")
+                motion = gr.Slider(0, 255, value=127, step=1, label="motion bucket id")
+                fps = gr.Slider(1, 30, value=7, step=1, label="fps (conditioning and video)")
+                noise = gr.Slider(0.0, 0.5, value=0.02, step=0.01, label="noise augmentation")
+            go_btn = gr.Button("Generate", variant="primary", elem_id="mvd-generate")
+        with gr.Column(scale=6, min_width=360):
+            cond = gr.Gallery(label="What the models see (resized, centre-cropped)", columns=3, height=220,
+                              object_fit="contain", elem_id="mvd-preview", allow_preview=False)
+            cond_text = gr.Markdown("Upload an image or pick an example.", label="input notes")
+            board = gr.HTML(_board([], {}, "no run yet"), label="progress", elem_id="mvd-board")
+            seed_used = gr.Number(label="seed used", interactive=False, precision=0)
+    gr.Markdown("### Results — every number says where it came from (hover a badge)", elem_classes=["mvd-h"])
+    sync = gr.Button("▶ Restart all videos in sync", size="sm", elem_id="mvd-sync")
+    cards: list[Any] = []
+    with gr.Row(elem_id="mvd-cards", equal_height=False):
+        for i in range(MAX_STAGES):
+            with gr.Column(visible=False, min_width=250, elem_classes=["mvd-card-col"]) as col:
+                head = gr.HTML("")
+                vid = gr.Video(label=f"stage {i + 1}", show_label=False, autoplay=True, loop=True, height=200,
+                               interactive=False, elem_classes=["mvd-video"])
+                info = gr.HTML("")
+            cards += [col, head, vid, info]
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3):
+            gr.Markdown("**Labelled side-by-side** (one H.264/yuv420p mp4: in sync by construction)")
+            sbs = gr.Video(label="side-by-side", show_label=False, autoplay=True, loop=True, interactive=False,
+                           elem_id="mvd-sbs")
+        with gr.Column(scale=2):
+            dl_mp4 = gr.DownloadButton("Download side-by-side mp4", elem_id="mvd-dl-mp4")
+            dl_png = gr.DownloadButton("Download frame grid png", elem_id="mvd-dl-png")
+            grid = gr.Image(label="Frame grid (every other frame)", type="filepath", interactive=False, height=220)
+    stats = gr.Dataframe(label="All numbers (per stage); the source column says where each came from",
+                         interactive=False, wrap=True, elem_id="mvd-stats")
+    with gr.Accordion("Raw result (JSON, as the API returns it)", open=False):
+        summary = gr.JSON(label="summary")
+    state = gr.State()
+
+    # events
+    stages.change(lambda s, t: gr.update(value=table_rows(ctx, s, t)), [stages, table], table,
+                  api_visibility="private", queue=False)
+
+    def set_all(n: Any, s: list[str], t: Any) -> Any:
+        rows = table_rows(ctx, s, t)
+        try:
+            steps = max(1, int(float(n)))
+        except (TypeError, ValueError):
+            raise gr.Error("steps must be a whole number >= 1") from None
+        for r in rows:
+            r[1] = steps
+        return gr.update(value=rows)
+
+    apply_steps.click(set_all, [all_steps, stages, table], table, api_visibility="private", queue=False)
+    reset.click(lambda s: gr.update(value=table_rows(ctx, s)), [stages], table, api_visibility="private",
+                queue=False)
+
+    def on_preview(image: Any, stages: list[str]) -> tuple[Any, str]:
+        """What each selected stage's model will see (resized, centre-cropped) and notes on the input."""
+        return preview(ctx, image, stages)
+
+    image.change(on_preview, [image, stages], [cond, cond_text], api_name="preview", preprocess=False,
+                 concurrency_limit=4)
+
+    def on_compare(
+        image: Any, stages: Any, settings: Any, seed: Any, randomize_seed: Any, motion_bucket_id: Any, fps: Any,
+        noise_aug_strength: Any, prune_n: Any, prune_heuristic: Any, fun_factor: Any,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008
+    ) -> Iterator[tuple[Any, ...]]:
+        """Generate the selected stages from one image. ``settings``: per-stage overrides as a table
+        {"headers": [...], "data": [[stage, steps, min_guidance, max_guidance, ...], ...]} or None for the stage
+        defaults. Returns the progress board (HTML), the side-by-side mp4, the frame-grid PNG, the same two files
+        as downloads, the stats table, a JSON summary (every number with its source) and the seed used."""
+        yield from compare_impl(ctx, image, stages, settings, seed, randomize_seed, motion_bucket_id, fps,
+                                noise_aug_strength, prune_n, prune_heuristic, fun_factor, progress)
+
+    ev = go_btn.click(
+        on_compare, [image, stages, table, seed, randomize, motion, fps, noise, zs_n, zs_heuristic, zs_r],
+        [board, sbs, grid, dl_mp4, dl_png, stats, summary, seed_used, state], api_name="compare",
+        preprocess=False, concurrency_id="gpu", concurrency_limit=1, show_progress_on=[board],
+    )
+    ev.then(fill_cards, [state], cards, api_visibility="private", queue=False).then(
+        None, None, None, js=SYNC_JS, api_visibility="private")
+    sync.click(None, None, None, js=SYNC_JS, api_visibility="private")
+    return {"image": image, "seed": seed, "motion": motion, "fps": fps, "noise": noise, "stages": stages,
+            "table": table}

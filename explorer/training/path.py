@@ -1,0 +1,286 @@
+"""The whole tiny compression path, in order: each stage trained from its parent and exported to checkpoints/.
+
+``build_path`` skips stages whose folder is finished (``stage.json`` present), resumes an interrupted stage
+from its run folder, and records what each stage cost. ``Plan.quick()`` is the same path on the micro model
+with a few steps per stage (used by a test, end to end in minutes).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from explorer import stages as registry
+from explorer.pipeline import load_stage
+from explorer.training.adversarial import AdversarialConfig, train_adversarial
+from explorer.training.denoise import DenoiseConfig
+from explorer.training.stage_runs import export_stage, export_svd_512, train_denoise_stage
+from explorer.training.vae import VAETrainConfig, train_vae
+from explorer.transforms import apply_transforms
+from explorer.transforms.funnels import add_funnels, merge_funnels
+from explorer.transforms.temporal_gates import TemporalGates, prune_temporal_blocks
+
+ORDER = ("vae", "svd-pretrain", "svd", "svd-512", "lowres-ft", "optimized-xattn", "adversarial-1step",
+         "temporal-multiscale", "temporal-pruning", "channel-funnels", "mobilevd-hd")
+
+
+@dataclass
+class Plan:
+    """Budgets of every step of the path (EDM-style: every knob a plain field)."""
+
+    scale: str = "tiny"
+    lowres: tuple[int, int] = (128, 64)
+    base: tuple[int, int] = (256, 144)
+    vae_steps: int = 3000
+    pretrain_steps: int = 3000
+    pretrain_size: tuple[int, int] = (128, 64)
+    pretrain_batch: int = 8
+    svd_steps: int = 300
+    svd_batch: int = 4
+    lowres_steps: int = 400
+    lowres_batch: int = 8
+    adv_steps: int = 400
+    adv_batch: int = 4
+    multiscale_steps: int = 300
+    gates_steps: int = 200
+    prune_ft_steps: int = 200
+    kept_blocks: int = 11
+    funnel_steps: int = 300
+    fun_factor: float = 0.5
+    hd_steps: int = 150
+    hd_batch: int = 2
+    num_workers: int = 1
+    threads: int = 0
+    ckpt_every: int = 100
+    denoise_lr: float = 3e-4
+    adv_lr_g: float = 2e-5
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def quick(cls) -> Plan:
+        """The micro model, two steps per stage: exercises every code path end to end in a few minutes."""
+        return cls(scale="micro", lowres=(32, 16), base=(64, 32), vae_steps=2, pretrain_steps=2,
+                   pretrain_size=(32, 16), pretrain_batch=1, svd_steps=1, svd_batch=1, lowres_steps=1,
+                   lowres_batch=1, adv_steps=2, adv_batch=1, multiscale_steps=1, gates_steps=2, prune_ft_steps=1,
+                   kept_blocks=11, funnel_steps=1, hd_steps=1, hd_batch=1, num_workers=0, ckpt_every=1)
+
+
+def _done(folder: Path) -> bool:
+    return (folder / "stage.json").is_file()
+
+
+def _progress_note(slug: str, status: str, seconds: float | None = None) -> str:
+    return f"[build_path] {slug}: {status}" + (f" ({seconds:.0f} s)" if seconds is not None else "")
+
+
+class PathBuilder:
+    """Runs the path stage by stage; every stage is a method named after it."""
+
+    def __init__(self, plan: Plan, checkpoints: str | Path = "checkpoints", runs: str | Path = "runs",
+                 progress: bool = True) -> None:
+        self.plan, self.progress = plan, progress
+        self.ckpt, self.runs = Path(checkpoints), Path(runs)
+        self.vae_dir = self.runs / "vae" / "final"
+        self.report: dict[str, Any] = {}
+
+    # -------------------------------------------------------------------------------------------- helpers
+    def _denoise_cfg(self, name: str, size: tuple[int, int], steps: int, batch: int, **kw: Any) -> DenoiseConfig:
+        p = self.plan
+        return DenoiseConfig(out=str(self.runs / name), size=size, steps=steps, batch=batch, lr=p.denoise_lr,
+                             warmup=min(200, max(1, steps // 10)), ckpt_every=p.ckpt_every, num_workers=p.num_workers,
+                             threads=p.threads, log_every=1 if steps < 20 else 20, **kw)
+
+    def _adv_cfg(self, name: str, steps: int, size: tuple[int, int] | None = None, batch: int | None = None,
+                 **kw: Any) -> AdversarialConfig:
+        p = self.plan
+        return AdversarialConfig(out=str(self.runs / name), size=size or p.lowres, steps=steps,
+                                 batch=batch or p.adv_batch, lr_g=p.adv_lr_g, warmup=min(50, max(1, steps // 10)),
+                                 ckpt_every=p.ckpt_every, num_workers=p.num_workers, threads=p.threads,
+                                 log_every=1 if steps < 20 else 10, **kw)
+
+    def _size_for(self, slug: str) -> tuple[int, int]:
+        stage = registry.get_stage(slug)
+        return self.plan.base if stage.width == 1024 else self.plan.lowres
+
+    def _export(self, slug: str, unet: torch.nn.Module, pipe: Any, transforms: list[registry.Transform],
+                extra: dict[str, Any]) -> Path:
+        return export_stage(slug, unet, pipe.image_encoder, pipe.vae, self.ckpt, extra=extra,
+                            size=self._size_for(slug), transforms=transforms, scale=self.plan.scale)
+
+    def _parent(self, slug: str) -> tuple[Any, Any]:
+        parent = registry.get_stage(slug).parent
+        return load_stage(self.ckpt / parent)
+
+    def _teacher(self) -> torch.nn.Module:
+        pipe, _ = load_stage(self.ckpt / "optimized-xattn")
+        return pipe.unet
+
+    def _adversarial(self, slug: str, unet: torch.nn.Module, pipe: Any, cfg: AdversarialConfig,
+                     **kw: Any) -> dict[str, Any]:
+        res = train_adversarial(cfg, unet, self._teacher(), pipe.vae, pipe.image_encoder,
+                                progress=self.progress, **kw)
+        unet.load_state_dict({k: v.to(unet.state_dict()[k].dtype) for k, v in res["ema_unet"].items()})
+        return res
+
+    @staticmethod
+    def _last_log(path: str) -> dict[str, Any]:
+        p = Path(path)
+        rows = [json.loads(x) for x in p.read_text().splitlines() if x.strip()] if p.exists() else []
+        return rows[-1] if rows else {}
+
+    # --------------------------------------------------------------------------------------------- stages
+    def vae(self) -> dict[str, Any]:
+        if (self.vae_dir / "diffusion_pytorch_model.safetensors").exists():
+            return {"skipped": True}
+        p = self.plan
+        cfg = VAETrainConfig(out=str(self.runs / "vae"), scale=p.scale, steps=p.vae_steps,
+                             ckpt_every=p.ckpt_every, log_every=1 if p.vae_steps < 20 else 25)
+        if p.scale == "micro":
+            cfg = replace(cfg, clips_per_step=1, clip_frames=2, clip_size=p.lowres, crops_per_step=2,
+                          crop_size=(16, 16), eval_images=2)
+        return train_vae(cfg, progress=self.progress)
+
+    def svd_pretrain(self) -> dict[str, Any]:
+        p = self.plan
+        cfg = self._denoise_cfg("svd-pretrain", p.pretrain_size, p.pretrain_steps, p.pretrain_batch)
+        return train_denoise_stage("svd", cfg, None, vae_dir=str(self.vae_dir), checkpoints=None, scale=p.scale,
+                                   progress=self.progress)
+
+    def svd(self) -> dict[str, Any]:
+        p = self.plan
+        cfg = self._denoise_cfg("svd", p.base, p.svd_steps, p.svd_batch)
+        return train_denoise_stage("svd", cfg, str(self.runs / "svd-pretrain"), vae_dir=str(self.vae_dir),
+                                   checkpoints=str(self.ckpt), scale=p.scale, progress=self.progress,
+                                   size=p.base)
+
+    def svd_512(self) -> dict[str, Any]:
+        return {"folder": str(export_svd_512(self.ckpt, size=self.plan.lowres))}
+
+    def lowres_ft(self) -> dict[str, Any]:
+        p = self.plan
+        cfg = self._denoise_cfg("lowres-ft", p.lowres, p.lowres_steps, p.lowres_batch, train_image_encoder=False)
+        return train_denoise_stage("lowres-ft", cfg, str(self.ckpt / "svd"), checkpoints=str(self.ckpt),
+                                   scale=p.scale, progress=self.progress, size=p.lowres)
+
+    def optimized_xattn(self) -> dict[str, Any]:
+        pipe, record = self._parent("optimized-xattn")
+        t = registry.Transform("optimized_cross_attention")
+        unet = apply_transforms(pipe.unet, [t])
+        return {"folder": str(self._export("optimized-xattn", unet, pipe, list(record.transforms) + [t],
+                                           {"training": "none: exact rewrite of lowres-ft"}))}
+
+    def adversarial_1step(self) -> dict[str, Any]:
+        pipe, record = self._parent("adversarial-1step")
+        cfg = self._adv_cfg("adversarial-1step", self.plan.adv_steps)
+        res = self._adversarial("adversarial-1step", pipe.unet, pipe, cfg)
+        summary = {"training": {"objective": "adversarial (SF-V)", "config": asdict(cfg),
+                                "last": self._last_log(res["log"])}}
+        return {"folder": str(self._export("adversarial-1step", pipe.unet, pipe, list(record.transforms), summary))}
+
+    def temporal_multiscale(self) -> dict[str, Any]:
+        pipe, record = self._parent("temporal-multiscale")
+        t = registry.Transform("temporal_multiscale", {"temporal_factor": 2, "spatial_factor": 1})
+        unet = apply_transforms(pipe.unet, [t])
+        cfg = self._adv_cfg("temporal-multiscale", self.plan.multiscale_steps)
+        res = self._adversarial("temporal-multiscale", unet, pipe, cfg)
+        summary = {"training": {"objective": "adversarial (SF-V)", "config": asdict(cfg),
+                                "last": self._last_log(res["log"])}}
+        return {"folder": str(self._export("temporal-multiscale", unet, pipe, list(record.transforms) + [t],
+                                           summary))}
+
+    def temporal_pruning(self) -> dict[str, Any]:
+        p = self.plan
+        pipe, record = self._parent("temporal-pruning")
+        unet = pipe.unet
+        gates = TemporalGates.attach(unet, p.kept_blocks, mode="sampled", seed=0)
+        history: list[dict[str, Any]] = []
+
+        def on_log(step: int) -> dict[str, Any]:
+            probs = gates.probabilities().detach()
+            history.append({"step": step, "importance": gates.importance.detach().tolist(),
+                            "probability": probs.tolist()})
+            return {"p_min": probs.min().item(), "p_max": probs.max().item()}
+
+        cfg = self._adv_cfg("temporal-pruning-gates", p.gates_steps, lr_extra=5e-2)
+        res = self._adversarial("temporal-pruning", unet, pipe, cfg, extra_params=[gates.importance],
+                                on_log=on_log, extra_state={"gates": gates})
+        kept = gates.top_n()
+        gate_record = {
+            "kept": kept, "n": p.kept_blocks, "total": gates.num_blocks,
+            "importance": gates.importance.detach().tolist(),
+            "probability": gates.probabilities().detach().tolist(),
+            "blocks": [b.to_dict() for b in gates.blocks], "history": history,
+            "scheme": "p = projection of sigmoid(q) onto {0<=p<=1, sum p = n}; exactly n gates by systematic "
+                      "sampling; straight-through gradients (docs/temporal_gates.md)",
+        }
+        gates.detach_from(unet)
+        prune_temporal_blocks(unet, kept)
+        cfg2 = self._adv_cfg("temporal-pruning", p.prune_ft_steps)
+        res2 = self._adversarial("temporal-pruning", unet, pipe, cfg2)
+        t = registry.Transform("temporal_pruning", {"kept": p.kept_blocks, "total": gates.num_blocks,
+                                                    "blocks": kept})
+        summary = {"training": {"gates": {"config": asdict(cfg), "last": self._last_log(res["log"])},
+                                "finetune": {"config": asdict(cfg2), "last": self._last_log(res2["log"])}}}
+        folder = self._export("temporal-pruning", unet, pipe, list(record.transforms) + [t], summary)
+        (folder / "gates.json").write_text(json.dumps(gate_record, indent=1))
+        return {"folder": str(folder), "kept": kept}
+
+    def channel_funnels(self) -> dict[str, Any]:
+        p = self.plan
+        pipe, record = self._parent("channel-funnels")
+        unet = add_funnels(pipe.unet, p.fun_factor, init="csi")
+        cfg = self._adv_cfg("channel-funnels", p.funnel_steps)
+        res = self._adversarial("channel-funnels", unet, pipe, cfg)
+        merge_funnels(unet)
+        t = registry.Transform("channel_funnels", {"fun_factor": p.fun_factor, "init": "csi", "merged": True})
+        summary = {"training": {"objective": "adversarial with separate funnels, then merged", "config": asdict(cfg),
+                                "last": self._last_log(res["log"])}}
+        return {"folder": str(self._export("channel-funnels", unet, pipe, list(record.transforms) + [t], summary))}
+
+    def mobilevd_hd(self) -> dict[str, Any]:
+        p = self.plan
+        pipe, record = self._parent("mobilevd-hd")
+        cfg = self._adv_cfg("mobilevd-hd", p.hd_steps, size=p.base, batch=p.hd_batch)
+        res = self._adversarial("mobilevd-hd", pipe.unet, pipe, cfg)
+        summary = {"training": {"objective": "adversarial at the base resolution", "config": asdict(cfg),
+                                "last": self._last_log(res["log"])}}
+        return {"folder": str(self._export("mobilevd-hd", pipe.unet, pipe, list(record.transforms), summary))}
+
+    # ------------------------------------------------------------------------------------------------ run
+    def finished(self, step: str) -> bool:
+        if step == "vae":
+            return (self.vae_dir / "diffusion_pytorch_model.safetensors").exists()
+        if step == "svd-pretrain":
+            return _done(self.ckpt / "svd") or (self.runs / "svd-pretrain" / "config.json").exists()
+        return _done(self.ckpt / step)
+
+    def run(self, only: list[str] | None = None, until: str | None = None) -> dict[str, Any]:
+        steps = list(ORDER)
+        if until:
+            steps = steps[: steps.index(until) + 1]
+        if only:
+            steps = [s for s in steps if s in only]
+        for i, step in enumerate(steps):
+            if self.finished(step):
+                print(_progress_note(step, f"done already ({i + 1}/{len(steps)})"), flush=True)
+                continue
+            print(_progress_note(step, f"running ({i + 1}/{len(steps)})"), flush=True)
+            t0 = time.time()
+            result = getattr(self, step.replace("-", "_"))()
+            self.report[step] = {"seconds": time.time() - t0, **{k: v for k, v in result.items()
+                                                                 if k not in ("ema_unet", "ema_image_encoder")}}
+            print(_progress_note(step, "finished", time.time() - t0), flush=True)
+        return self.report
+
+
+def build_path(plan: Plan, checkpoints: str | Path = "checkpoints", runs: str | Path = "runs",
+               only: list[str] | None = None, until: str | None = None, progress: bool = True) -> dict[str, Any]:
+    return PathBuilder(plan, checkpoints, runs, progress).run(only=only, until=until)
+
+
+__all__ = ["ORDER", "PathBuilder", "Plan", "build_path"]

@@ -1,0 +1,55 @@
+"""Build the whole tiny compression path in order (skips finished stages, resumes interrupted ones).
+
+    python scripts/build_path.py                      # the real tiny path -> checkpoints/
+    python scripts/build_path.py --quick --checkpoints /tmp/q --runs /tmp/qr   # micro model, seconds per stage
+    python scripts/build_path.py --until lowres-ft    # stop after a stage
+    python scripts/build_path.py --only vae,svd-pretrain
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from explorer.training.path import ORDER, Plan, build_path  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--quick", action="store_true", help="micro model, a few steps per stage")
+    parser.add_argument("--checkpoints", default="checkpoints")
+    parser.add_argument("--runs", default="runs")
+    parser.add_argument("--until", choices=ORDER)
+    parser.add_argument("--only", help=f"comma-separated subset of {','.join(ORDER)}")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a Plan field, e.g. --set adv_steps=600 (repeatable)")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    plan = Plan.quick() if args.quick else Plan()
+    types = {f.name: f.type for f in fields(Plan)}
+    for item in args.set:
+        name, _, value = item.partition("=")
+        if name not in types:
+            parser.error(f"unknown plan field {name!r}; fields: {', '.join(sorted(types))}")
+        current = getattr(plan, name)
+        if isinstance(current, tuple):
+            setattr(plan, name, tuple(int(v) for v in value.lower().split("x")))
+        else:
+            setattr(plan, name, type(current)(value))
+    only = [s.strip() for s in args.only.split(",")] if args.only else None
+    if only and (bad := [s for s in only if s not in ORDER]):
+        parser.error(f"unknown steps {bad}; steps: {', '.join(ORDER)}")
+    report = build_path(plan, args.checkpoints, args.runs, only=only, until=args.until,
+                        progress=not args.no_progress)
+    print(json.dumps(report, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

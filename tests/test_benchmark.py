@@ -1,0 +1,81 @@
+"""scripts/benchmark.py: records with the svd-512 baseline measured in the same run, synchronised timing."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from explorer import latency as lat
+from explorer import stages as registry
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("benchmark_script", ROOT / "scripts" / "benchmark.py")
+bench = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]
+sys.modules["benchmark_script"] = bench  # dataclasses look their module up while the script executes
+_spec.loader.exec_module(bench)  # type: ignore[union-attr]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def test_micro_stages_write_valid_records_with_baseline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "cpu-micro.json"
+    rc = bench.main(["--stages", "mobilevd,optimized-xattn", "--scale", "micro", "--size", "32x32", "--frames", "4",
+                     "--runs", "2", "--warmup", "1", "--threads", "1", "--out", str(out)])
+    assert rc == 0
+    table = capsys.readouterr().out
+    assert "x svd-512" in table and "channel-funnels" in table
+    recs = lat.read_records(out)  # validates every record
+    assert [r.stage for r in recs] == ["svd-512", "channel-funnels", "optimized-xattn"]
+    assert len({r.run_id for r in recs}) == 1 and recs[0].speedup_vs_baseline == 1.0
+    for r in recs:
+        assert r.status == "passed" and r.runs == 2 and r.resolution == "32x32" and r.frames == 4
+        assert r.min_ms <= r.median_ms <= r.max_ms and r.speedup_vs_baseline == pytest.approx(
+            recs[0].median_ms / r.median_ms, rel=1e-2)
+        assert r.compute_unit == "CPU" and r.precision == "fp32" and r.runtime == "pytorch eager"
+        assert "use_fast_temporal_convs" in r.notes and r.weights.startswith("random (seed 0)")
+        assert r.command.startswith("python scripts/benchmark.py --stages mobilevd")
+
+
+def test_stage_list_always_starts_with_the_baseline() -> None:
+    assert bench.parse_stages("mobilevd") == ["svd-512", "channel-funnels"]
+    assert bench.parse_stages("channel-funnels,svd-512,mobilevd") == ["svd-512", "channel-funnels"]
+    everything = bench.parse_stages("all")
+    assert everything[0] == "svd-512" and sorted(everything) == sorted(registry.SLUGS)
+    with pytest.raises(ValueError):
+        bench.parse_stages("nope")
+
+
+def test_one_failing_stage_keeps_the_others(tmp_path: Path) -> None:
+    cands = [bench.Candidate("svd-512", "eager", 8, 8, 1), bench.Candidate("mobilevd", "eager", 8, 8, 1)]
+
+    def prepare(c: bench.Candidate) -> None:
+        if c.stage == "mobilevd":
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        c.fn, c.inputs = (lambda x: x + 1), (torch.zeros(4),)
+
+    bench.measure(cands, torch.device("cpu"), warmup=1, runs=3, order="interleaved", prepare=prepare)
+    assert cands[0].status == "passed" and len(cands[0].times_ms) == 3
+    assert cands[1].status == "oom" and cands[1].times_ms == [] and "out of memory" in cands[1].error
+
+
+def test_cpu_timer_and_oom_detection() -> None:
+    timer = bench.Timer(torch.device("cpu"))
+    assert timer(lambda x: x * 2, (torch.ones(3),)) > 0
+    assert bench._is_oom(MemoryError()) and not bench._is_oom(ValueError("shape mismatch"))
+
+
+def test_cuda_request_without_cuda_is_a_message(capsys: pytest.CaptureFixture[str]) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert bench.main(["--device", "cuda", "--no-write"]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err

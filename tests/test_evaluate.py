@@ -1,0 +1,136 @@
+"""scripts/evaluate.py end to end on micro random stage folders (2 clips, 1-2 steps): JSON contract, baselines,
+step overrides, metrics.json, skipped stages, and the --i3d path with a stand-in TorchScript detector."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from explorer.components import build_pipeline
+from explorer.fvd_proxy import ProxyConfig, ProxyNet, save_proxy
+from explorer.pipeline import StageRecord, save_stage
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ("vae", "image_encoder", "feature_extractor", "scheduler")
+REQUIRED = {"stage", "nfe", "clips", "fvd_proxy", "first_frame_psnr", "motion_spearman", "seconds_per_clip",
+            "resolution", "source", "command"}
+
+
+class StandInI3D(torch.nn.Module):
+    """Same call signature as the StyleGAN-V TorchScript I3D (videos, rescale, resize, return_features)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = torch.nn.Linear(3, 5)
+
+    def forward(self, x: torch.Tensor, rescale: bool = False, resize: bool = False,
+                return_features: bool = False) -> torch.Tensor:
+        if rescale or resize or not return_features or x.shape[3] != 224:
+            raise RuntimeError("unexpected I3D call convention")
+        return self.proj(x.mean(dim=(2, 3, 4)))
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("evaluate_script", ROOT / "scripts" / "evaluate.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["evaluate_script"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def ev():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield _load_script()
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two micro stage folders sharing components (svd at 48x24, lowres-ft at 32x16) and a random proxy net."""
+    root = tmp_path_factory.mktemp("eval")
+    ckpt = root / "checkpoints"
+    pipe = build_pipeline("micro", seed=0)
+    shared = {n: ckpt / "_shared" / n for n in SHARED}
+    for slug, (w, h) in (("svd", (48, 24)), ("lowres-ft", (32, 16))):
+        rec = StageRecord(slug=slug, scale="micro", width=w, height=h, frames=14, steps=2, min_guidance=1.0,
+                          max_guidance=1.0)
+        save_stage(pipe, ckpt / slug, rec, shared=shared)
+    torch.manual_seed(0)
+    save_proxy(ProxyNet(ProxyConfig(channels=(8, 8, 16, 16))), root / "proxy")
+    return {"ckpt": ckpt, "proxy": root / "proxy", "root": root}
+
+
+def test_evaluate_end_to_end(ev, setup, capsys: pytest.CaptureFixture[str]) -> None:
+    ckpt = setup["ckpt"]
+    argv = ["--checkpoints", str(ckpt), "--clips", "2", "--json", "--proxy", str(setup["proxy"]),
+            "--steps-override", "baseline-untrained=1"]
+    assert ev.main(argv) == 0
+    out = capsys.readouterr()
+    rows = json.loads(out.out)
+    assert "skipping temporal-pruning" in out.err  # missing stage folders are named, not fatal
+    names = [(r["stage"], r["resolution"]) for r in rows]
+    assert ("svd", "48x24") in names and ("lowres-ft", "32x16") in names
+    for res in ("48x24", "32x16"):
+        assert ("baseline-static", res) in names and ("baseline-untrained", res) in names
+    for r in rows:
+        assert REQUIRED <= set(r), r["stage"]
+        assert r["clips"] == 2 and r["source"] == "measured here"
+        assert r["fvd_proxy"] >= 0 and -1 <= r["motion_spearman"] <= 1
+        assert "fvd" not in r  # only with --i3d
+    by = {(r["stage"], r["resolution"]): r for r in rows}
+    assert by[("svd", "48x24")]["nfe"] == 2 and by[("baseline-untrained", "32x16")]["nfe"] == 1
+    static = by[("baseline-static", "32x16")]
+    assert static["nfe"] == 0 and static["first_frame_psnr"] > 55  # only 8-bit rounding of the round trip
+    assert static["motion_spearman"] == 0.0 and static["motion_measured_mean_ref_px"] == 0.0
+    saved = json.loads((ckpt / "lowres-ft" / "metrics.json").read_text())
+    assert saved["stage"] == "lowres-ft" and saved["fvd_proxy"] == by[("lowres-ft", "32x16")]["fvd_proxy"]
+    assert {b["stage"] for b in saved["baselines"]} == {"baseline-static", "baseline-untrained"}
+    assert all(b["resolution"] == "32x16" for b in saved["baselines"])
+    assert (ckpt / "svd" / "metrics.json").is_file()
+
+    # same seeds -> same numbers; a step override is recorded under its own name and merged into metrics.json
+    argv2 = ["--checkpoints", str(ckpt), "--stages", "lowres-ft", "--clips", "2", "--json", "--proxy",
+             str(setup["proxy"]), "--steps-override", "lowres-ft=1", "--no-baselines"]
+    assert ev.main(argv2) == 0
+    rows2 = json.loads(capsys.readouterr().out)
+    assert [r["stage"] for r in rows2] == ["lowres-ft@1step"] and rows2[0]["nfe"] == 1
+    saved = json.loads((ckpt / "lowres-ft" / "metrics.json").read_text())
+    assert saved["fvd_proxy"] == by[("lowres-ft", "32x16")]["fvd_proxy"]  # default row kept
+    assert saved["variants"]["lowres-ft@1step"]["steps"] == 1
+    assert len(saved["baselines"]) == 2
+
+
+def test_evaluate_is_deterministic_and_i3d_path(ev, setup, tmp_path: Path, capsys) -> None:
+    det = tmp_path / "i3d.pt"
+    torch.manual_seed(0)
+    torch.jit.script(StandInI3D()).save(str(det))
+    argv = ["--checkpoints", str(setup["ckpt"]), "--stages", "mobilevd,lowres-ft", "--clips", "2", "--json",
+            "--proxy", str(setup["proxy"]), "--no-baselines", "--no-write", "--i3d", str(det)]
+    assert ev.main(argv) == 0
+    out = capsys.readouterr()
+    rows = json.loads(out.out)
+    assert "skipping channel-funnels" in out.err  # the alias resolves; its folder is absent
+    assert [r["stage"] for r in rows] == ["lowres-ft"]
+    assert rows[0]["fvd"] >= 0
+    again = ev.run(ev.build_parser().parse_args(argv), argv)
+    assert again[0]["fvd_proxy"] == rows[0]["fvd_proxy"] and again[0]["fvd"] == rows[0]["fvd"]
+
+
+def test_argument_errors(ev) -> None:
+    with pytest.raises(SystemExit):
+        ev.parse_overrides(["lowres-ft"])
+    with pytest.raises(SystemExit):
+        ev.parse_overrides(["lowres-ft=0"])
+    with pytest.raises(ValueError):
+        ev.select_stages("not-a-stage")
+    assert ev.select_stages("lowres-ft,svd,baseline-static") == ["svd", "lowres-ft"]
+    assert ev.parse_overrides(["mobilevd=1"]) == {"channel-funnels": 1}
+    assert ev._steps_suffix(1) == "@1step" and ev._steps_suffix(4) == "@4steps"
+    assert ev._finite({"a": float("inf"), "b": [float("nan"), 1.0]}) == {"a": None, "b": [None, 1.0]}
