@@ -346,7 +346,8 @@ def train_adversarial(
         if step % cfg.log_every == 0:
             el = time.time() - t0
             row = {"step": step, "loss_d": loss_d.item(), "loss_g": loss_g.item(), "adv": adv.item(),
-                   "rec": rec.item(), "r1": r1.item(), "d_real": float(sum(r.detach().mean() for r in d_real) / len(d_real)),
+                   "rec": rec.item(), "r1": r1.item(),
+                   "d_real": float(sum(r.detach().mean() for r in d_real) / len(d_real)),
                    "d_fake": float(sum(f.detach().mean() for f in d_fake) / len(d_fake)), "clips_per_s": seen / el,
                    "elapsed_s": el}
             if on_log is not None:
