@@ -256,7 +256,9 @@ def global_motion(frames: Any, patch: int | None = None, min_std: float = 0.01) 
         return 0.0
     width = _gray(frames).shape[2]
     mag = np.linalg.norm(shifts, axis=-1)
-    return float(mag[valid].mean() * REF_WIDTH / width)
+    # rounded to 1e-6 ref px so that float noise (~1e-16) on identical frames reads as exactly 0: ranks of noise
+    # would otherwise give a static clip set a spurious Spearman correlation
+    return round(float(mag[valid].mean() * REF_WIDTH / width), 6)
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
