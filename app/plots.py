@@ -441,7 +441,8 @@ def latency(rows: Sequence[dict[str, Any]]) -> go.Figure:
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         src = "paper" if str(r.get("source", "")).startswith("paper") else "measured"
-        name = f"{r.get('device') or '?'} · {r.get('runtime') or '?'} · {r.get('precision') or '?'} ({src})"
+        name = (f"{r.get('device') or '?'} · {r.get('runtime') or '?'} · {r.get('precision') or '?'} · "
+                f"{r.get('scale') or '?'} ({src})")
         groups[name].append(r)
     fig = go.Figure()
     ymax = max([r["median_ms"] for r in rows if r.get("median_ms")] or [1.0])

@@ -117,7 +117,8 @@ def build(ctx: AppContext) -> dict[str, Any]:
         "(-1.4%: the paper counts more op kinds).", elem_classes=["mvd-acc"])
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=280):
-            stage = gr.Dropdown(slugs, value="channel-funnels", label="stage", elem_id="mvd-flops-stage")
+            stage = gr.Dropdown(slugs, value="channel-funnels", label="stage", elem_id="mvd-flops-stage",
+                                allow_custom_value=True)
             scale = gr.Radio(SCALES, value="full", label="scale")
             with gr.Row():
                 width = gr.Number(value=0, precision=0, label="width (0 = stage's)", min_width=80)
@@ -126,7 +127,7 @@ def build(ctx: AppContext) -> dict[str, Any]:
             kept = gr.Textbox(value="", label="kept temporal blocks (pruned stages; empty = the stage's choice)",
                               placeholder="e.g. 0,1,4,5,...")
             chart = gr.Radio(["treemap", "sunburst"], value="treemap", label="chart")
-            other = gr.Dropdown(slugs, value="temporal-pruning", label="diff against")
+            other = gr.Dropdown(slugs, value="temporal-pruning", label="diff against", allow_custom_value=True)
             btn = gr.Button("Count FLOPs", variant="primary", elem_id="mvd-flops-go")
             csv_file = gr.File(label="per-layer CSV", interactive=False)
         with gr.Column(scale=5):

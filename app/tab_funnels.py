@@ -65,8 +65,9 @@ def view(ctx: AppContext, r: float, scale: str) -> tuple[Any, ...]:
 
 def ablation_view(ctx: AppContext) -> tuple[Any, list[list[Any]], str]:
     project, problems = read_ablations(ctx.checkpoints)
-    funnel_rows = [p for p in project if p["table"] in ("Table 4", "Table 5", "") or "funnel" in p["label"].lower()
-                   or "csi" in p["label"].lower() or "he" in p["label"].lower().split()]
+    # funnel records: Tables 4/5, or anything configured with an init or a fun-factor
+    funnel_rows = [p for p in project if p["table"] in ("Table 4", "Table 5")
+                   or {"init", "fun_factor", "method"} & set(p["config"])]
     paper5 = [[r.table, r.label, r.fvd_25fps, r.tflops, r.phone_ms, "paper"] for r in registry.ablation_rows("Table 5")]
     paper5 += [[p["table"], p["label"], p["fvd_proxy"], p["tflops"], None, p["source"]] for p in funnel_rows]
     note = "" if not problems else "Project records: " + "; ".join(problems)

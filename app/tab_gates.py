@@ -152,8 +152,10 @@ def build(ctx: AppContext, compare: dict[str, Any]) -> dict[str, Any]:
     with gr.Row(equal_height=False):
         go_btn = gr.Button("Generate trained vs re-pruned", variant="primary", elem_id="mvd-gates-go")
     with gr.Row(equal_height=False):
-        video = gr.Video(label="trained (left) vs re-pruned zero-shot (right)", autoplay=True, loop=True,
-                         interactive=False, elem_id="mvd-gates-video")
+        with gr.Column():
+            gr.Markdown("**trained** (left) vs **re-pruned, zero-shot** (right)")
+            video = gr.Video(label="trained vs re-pruned", show_label=False, autoplay=True, loop=True,
+                             interactive=False, elem_id="mvd-gates-video")
         cards = gr.HTML(label="stats")
 
     def on_n(kept_n: float) -> tuple[Any, Any, str]:

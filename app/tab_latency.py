@@ -12,7 +12,8 @@ from app.context import AppContext
 from explorer.app_support import paper_latency_rows, read_latency
 
 HEADERS = ["stage", "device", "chipset", "runtime", "precision", "compute unit", "status", "median ms", "min ms",
-           "max ms", "peak memory", "scale", "includes", "source", "file"]
+           "max ms", "runs", "first load ms", "speed-up", "peak memory", "scale", "resolution", "includes", "source",
+           "file"]
 
 HOW_TO = """
 **How to add records.** `python scripts/benchmark.py --help` (PyTorch on this machine's CPU or a GPU) and
@@ -26,18 +27,27 @@ first load reported separately by the tools), `peak_memory` (a range), `status` 
 
 
 def rows_view(ctx: AppContext) -> tuple[list[list[Any]], Any, str]:
+    """Measured records, plus the paper's rows unless a paper record file already holds them."""
     measured, problems = read_latency(ctx.checkpoints)
-    paper = paper_latency_rows()
+    has_paper = any(str(r.get("source", "")).startswith("paper") for r in measured)
+    paper = [] if has_paper else paper_latency_rows()
     allrows = measured + paper
 
     def ms(v: Any) -> str:
         return "—" if v is None else f"{v:.3f}"
 
-    table = [[r.get("stage"), r.get("device"), r.get("chipset"), r.get("runtime"), r.get("precision"),
+    def speed(r: dict[str, Any]) -> str:
+        v = r.get("speedup_vs_baseline")
+        return "—" if v is None else f"{v:.2f}x vs {r.get('baseline_stage') or '?'}"
+
+    table = [[r.get("stage"), r.get("device"), r.get("chipset") or "—", r.get("runtime"), r.get("precision"),
               r.get("compute_unit"), str(r.get("status", "")).upper(), ms(r.get("median_ms")), ms(r.get("min_ms")),
-              ms(r.get("max_ms")), r.get("peak_memory") or "—", r.get("scale"), r.get("includes"), r.get("source"),
-              r.get("file")] for r in allrows]
-    note = f"{len(measured)} measured record(s), {len(paper)} paper reference rows."
+              ms(r.get("max_ms")), "—" if r.get("runs") is None else int(r["runs"]), ms(r.get("first_load_ms")),
+              speed(r), r.get("peak_memory") or "—", r.get("scale"), r.get("resolution") or "—", r.get("includes"),
+              r.get("source"), r.get("file")] for r in allrows]
+    n_paper = sum(1 for r in allrows if str(r.get("source", "")).startswith("paper"))
+    note = (f"{len(allrows) - n_paper} measured record(s) and {n_paper} paper reference rows "
+            f"({'from checkpoints/latency/paper.json' if has_paper else 'built in'}).")
     if problems:
         note += " Not shown: " + "; ".join(problems)
     return table, plots.latency(allrows), note

@@ -45,8 +45,9 @@ CSS = """
 .mvd-err {color: #b52b27; margin-top: 4px;}
 .mvd-cached {background: #54A24B; color: white; border-radius: 6px; padding: 0 5px; font-size: 0.8em;}
 table.mvd-stats {width: 100%; border-collapse: collapse; margin-top: 2px;}
-table.mvd-stats td {padding: 1px 4px; border: none !important; border-bottom: 1px solid #eee !important;}
-table.mvd-stats {border: none !important;}
+.mvd-card table.mvd-stats, .mvd-card table.mvd-stats tr, .mvd-card table.mvd-stats td {
+  border-width: 0 0 1px 0 !important; border-style: solid !important; border-color: #eee !important;}
+table.mvd-stats td {padding: 1px 4px !important;}
 table.mvd-stats td.v {font-family: monospace; text-align: right;}
 .mvd-cardrow {display: flex; gap: 12px; flex-wrap: wrap;} .mvd-cardrow .mvd-card {flex: 1; min-width: 240px;}
 #mvd-cards {flex-wrap: wrap; gap: 10px;}

@@ -200,7 +200,12 @@ def check_image(value: Any) -> CheckedImage:
             mode = {2: "L"}.get(src.ndim, "RGBA" if src.ndim == 3 and src.shape[-1] == 4 else "RGB")
     except Exception:  # noqa: BLE001 - load_image below gives the user-facing reason
         pass
-    img = load_image(src, max_pixels=MAX_INPUT_PIXELS)
+    try:
+        img = load_image(src, max_pixels=MAX_INPUT_PIXELS)
+    except ImageInputError as exc:  # name the file, not the server's upload path
+        if isinstance(src, (str, os.PathLike)):
+            raise ImageInputError(str(exc).replace(str(src), Path(src).name)) from None
+        raise
     w, h = img.size
     if min(w, h) < MIN_INPUT_SIDE:
         raise ImageInputError(f"image is too small: {w}x{h} px; need at least {MIN_INPUT_SIDE} px on each side")
@@ -513,6 +518,7 @@ class StageCatalog:
             return self._shared
 
     def _load_placeholder(self, e: Entry) -> Any:
+        import torch
         from diffusers import StableVideoDiffusionPipeline
 
         from explorer.architecture import build_stage_unet
@@ -520,7 +526,9 @@ class StageCatalog:
 
         shared = self._shared_components()
         unet, info = build_stage_unet(e.slug, self.placeholder_scale, device="cpu", seed=0)
-        unet = unet.to(device=self.device, dtype=self.dtype).eval()
+        if self.device != "cpu" or self.dtype != torch.float32:  # .to() with nothing to do makes diffusers warn
+            unet = unet.to(device=self.device, dtype=self.dtype)
+        unet = unet.eval()
         record = copy.deepcopy(e.record)
         record.transforms = tuple(registry.Transform.from_dict(t) for t in info["transforms"])
         e.record = record
@@ -839,21 +847,23 @@ class FlopsService:
 
 
 def entry_flops(
-    flops: FlopsService, catalog: StageCatalog, e: Entry, width: int, height: int, frames: int
+    flops: FlopsService, catalog: StageCatalog, e: Entry, width: int, height: int, frames: int,
+    record: Any = None,
 ) -> dict[str, Any]:
     """Per-NFE TFLOPs of an entry: at the size it ran (its own scale) and at full scale (the stage's paper size).
 
     Returns {'gen': tflops|None, 'full': tflops|None, 'paper': tflops|None, 'gen_error'/'full_error': str}."""
     from explorer.models import VAE_FACTOR
 
-    zero_shot = e.kind == "zero-shot"
-    out: dict[str, Any] = {"gen": None, "full": None,
-                           "paper": None if zero_shot else registry.get_stage(e.slug).paper.tflops}
+    rec = record if record is not None else e.record
+    extra = rec.extra if rec is not None and isinstance(rec.extra, dict) else {}
+    zero_shot = e.kind == "zero-shot" or bool(extra.get("repruned_from"))
     # the slug only picks default sizes and the pruning-range logic; the architecture is the recorded transforms
-    slug = e.slug
+    slug = registry.resolve(rec.slug) if rec is not None and extra.get("repruned_from") else e.slug
+    out: dict[str, Any] = {"gen": None, "full": None,
+                           "paper": None if zero_shot else registry.get_stage(slug).paper.tflops}
     if zero_shot and e.slug == "channel-funnels":
         slug = "optimized-xattn"  # funnels on the base, without the (trained) pruning and multiscaling
-    rec = e.record
     transforms = list(rec.transforms) if rec is not None else None
     scale = e.scale
     if scale not in VAE_FACTOR:  # custom bases: count with their own config and the matching VAE factor
@@ -1037,7 +1047,7 @@ def run_stage(
         write_mp4(result.frames, video, fps=settings["fps"])
     except Exception as exc:  # noqa: BLE001
         return StageOutcome(e.key, label, e.kind, note, "failed", reason=f"video encoding failed: {_reason(exc)}")
-    tf = entry_flops(flops, catalog, e, settings["width"], settings["height"], settings["num_frames"])
+    tf = entry_flops(flops, catalog, e, settings["width"], settings["height"], settings["num_frames"], record)
     stats = outcome_stats(e, record, result, tf, catalog)
     out = StageOutcome(e.key, label, e.kind, note, "done", video=str(video), frames=result.frames, stats=stats)
     cache.put(ckey, out)
@@ -1155,27 +1165,34 @@ def all_metrics(checkpoints: Path) -> tuple[list[dict[str, Any]], list[str]]:
     return rows, problems
 
 
-LATENCY_FIELDS = ("stage", "scale", "device", "chipset", "runtime", "precision", "compute_unit", "median_ms",
-                  "min_ms", "max_ms", "peak_memory", "status", "source")
+LATENCY_FIELDS = ("stage", "scale", "resolution", "device", "chipset", "runtime", "precision", "compute_unit",
+                  "median_ms", "min_ms", "max_ms", "runs", "first_load_ms", "speedup_vs_baseline", "baseline_stage",
+                  "peak_memory", "status", "source")
 
 
 def _latency_row(rec: dict[str, Any], file: str) -> dict[str, Any]:
+    """One record (explorer.latency's format, read field by field so that older/newer files still show)."""
     row: dict[str, Any] = {k: rec.get(k) for k in LATENCY_FIELDS}
-    for k in ("median_ms", "min_ms", "max_ms"):
+    for k in ("median_ms", "min_ms", "max_ms", "first_load_ms", "speedup_vs_baseline", "runs"):
         row[k] = _num(rec.get(k))
+    try:
+        row["stage"] = registry.resolve(str(rec.get("stage")))
+    except ValueError:
+        row["stage"] = str(rec.get("stage"))
     status = str(rec.get("status") or "").lower()
     row["status"] = status if status in ("passed", "oom", "failed") else (status or "unknown")
-    pm = rec.get("peak_memory")
+    pm = rec.get("peak_memory", rec.get("peak_memory_mb"))
     if isinstance(pm, dict):
         lo, hi = _num(pm.get("min_mb", pm.get("min"))), _num(pm.get("max_mb", pm.get("max")))
         row["peak_memory"] = f"{lo:g}-{hi:g} MB" if lo is not None and hi is not None else json.dumps(pm)
-    elif isinstance(pm, (list, tuple)) and len(pm) == 2:
-        row["peak_memory"] = f"{pm[0]}-{pm[1]} MB"
+    elif isinstance(pm, (list, tuple)) and len(pm) == 2 and all(_num(v) is not None for v in pm):
+        lo, hi = (_num(v) for v in pm)
+        row["peak_memory"] = f"{lo:g} MB" if lo == hi else f"{lo:g}-{hi:g} MB"
     elif pm is not None:
-        row["peak_memory"] = f"{pm} MB" if _num(pm) is not None else str(pm)
+        row["peak_memory"] = f"{_num(pm):g} MB" if _num(pm) is not None else str(pm)
     src = str(rec.get("source") or "")
     row["source"] = src or ESTIMATE + " (record gives no source)"
-    row["includes"] = str(rec.get("includes") or rec.get("component") or "UNet only, per NFE")
+    row["includes"] = str(rec.get("includes") or "UNet only, per NFE")
     row["file"] = file
     return row
 
@@ -1203,7 +1220,8 @@ def read_latency(checkpoints: Path) -> tuple[list[dict[str, Any]], list[str]]:
 
 
 def paper_latency_rows() -> list[dict[str, Any]]:
-    """The paper's per-NFE GPU and phone latencies (Table 2) in the latency-record shape."""
+    """The paper's per-NFE GPU and phone latencies (Table 2) in the latency-record shape (used when no
+    ``paper`` record file is present)."""
     rows = []
     for s in registry.STAGES:
         p = s.paper

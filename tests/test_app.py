@@ -202,6 +202,20 @@ def test_bad_input_gets_a_clear_message(ctx: AppContext, tmp_path: Path, photo: 
     assert summary["stages"][0]["status"] == "failed" and "guidance" in summary["stages"][0]["reason"]
 
 
+def test_reprune_beside_the_trained_stage(ctx: AppContext, photo: str) -> None:
+    sbs, cards = tab_gates.reprune_impl(ctx, {"path": photo}, 5, 0, 127, 7, 0.02)
+    assert video_info(sbs).codec == "h264"
+    assert "re-pruned to 5 blocks" in cards and "untrained (random weights)" in cards
+    out = S.run_stage(ctx.catalog, ctx.flops, ctx.results, ctx.out_dir, S.check_image(photo),
+                      S.StageRequest("temporal-multiscale", steps=1), S.Common())
+    pipe, rec = ctx.catalog.repruned("temporal-multiscale", [0, 1, 2, 3, 4])
+    re_out = S.run_stage(ctx.catalog, ctx.flops, ctx.results, ctx.out_dir, S.check_image(photo),
+                         S.StageRequest("temporal-multiscale", steps=1, params={"repruned": [0, 1, 2, 3, 4]}),
+                         S.Common(), pipe_record=(pipe, rec))
+    assert re_out.stats["tflops_nfe_full"]["value"] < out.stats["tflops_nfe_full"]["value"]
+    assert re_out.stats["tflops_nfe_paper"]["value"] is None  # n=5 is not a paper configuration
+
+
 # ----------------------------------------------------------------------------------------------------------
 # --base (offline: a micro pipeline saved in the hub layout)
 
