@@ -26,7 +26,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import gradio as gr  # noqa: E402
 
-from app import tab_compare, tab_flops, tab_funnels, tab_gates, tab_latency, tab_tradeoff  # noqa: E402
+from app import plots, tab_compare, tab_flops, tab_funnels, tab_gates, tab_latency, tab_tradeoff  # noqa: E402
 from app.context import AppContext  # noqa: E402
 from app.ui import banner, build_app, launch_kwargs, status_rows  # noqa: E402
 from explorer import app_support as S  # noqa: E402
@@ -304,6 +304,36 @@ def test_records_are_read_defensively(tmp_path: Path) -> None:
                                              "config": {"init": "csi"}}, {"nolabel": 1}]))
     rows, problems = S.read_ablations(ck)
     assert rows[0]["label"] == "CSI r=0.5" and len(problems) == 1
+
+
+def test_trained_gates_and_measured_points_are_shown(tmp_path: Path) -> None:
+    from explorer.components import build_pipeline
+    from explorer.pipeline import StageRecord, save_stage
+
+    ck = tmp_path / "ck"
+    save_stage(build_pipeline("micro"), ck / "svd-512", StageRecord.from_stage("svd-512", "micro", steps=2))
+    (ck / "svd-512" / "metrics.json").write_text(json.dumps({
+        "stage": "svd-512", "nfe": 4, "clips": 64, "fvd_proxy": 2.5, "first_frame_psnr": 20.0,
+        "motion_spearman": 0.1, "baselines": [{"stage": "baseline-static", "fvd_proxy": 4.0, "width": 128,
+                                               "height": 64}]}))
+    (ck / "temporal-pruning").mkdir()
+    q = [float((7 * i) % 38) for i in range(38)]
+    (ck / "temporal-pruning" / "gates.json").write_text(json.dumps(
+        {"n": 11, "importance": q, "history": [{"step": s, "importance": [v * s / 10 for v in q]} for s in range(3)]}))
+    c = AppContext.create(ck, placeholders="off")
+    try:
+        view = tab_gates.gate_view(c)
+        assert view["trained"] and view["order"][:11] == sorted(range(38), key=lambda i: (-q[i], i))[:11]
+        structure, curve, live = tab_gates.slider_view(c, 11)
+        assert "trained gates" in live and "measured here" in live
+        assert "measured here" in tab_gates.intro_md(c)
+        pts, base, probs, scale = tab_tradeoff.project_points(c)
+        assert [p["stage"] for p in pts] == ["svd-512"] and pts[0]["fvd_proxy"] == 2.5 and pts[0]["nfe"] == 4
+        assert pts[0]["x"] == pytest.approx(4 * pts[0]["tflops_nfe"]) and base[0]["stage"] == "baseline-static"
+        fig = plots.tradeoff_project(pts, base, scale)
+        assert fig.data and any(r[1] == "project (tiny)" for r in tab_tradeoff.table(pts))
+    finally:
+        c.close()
 
 
 def test_tab_views_with_and_without_records(ctx: AppContext, tmp_path: Path) -> None:
