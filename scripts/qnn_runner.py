@@ -666,7 +666,7 @@ def plan_onnxruntime(job: Job, args: argparse.Namespace, state: dict[str, Any]) 
         "local", f"onnxruntime.InferenceSession({str(job.onnx_model)!r}, providers=['CPUExecutionProvider'], "
                   f"intra_op_num_threads={args.threads}{', enable_profiling=True' if args.ort_profile else ''}); "
                   f"{args.warmup} warm-up + {args.runs} timed session.run() on inputs {_shapes_text(job.shapes)} "
-                  "(perf_counter)",
+                  "(perf_counter; with several stages, exported first and timed in interleaved rounds)",
         action=lambda: _ort_measure(job, args, state, str(prof) if args.ort_profile else None))]
     if args.compare if args.compare is not None else job.scale != "full":
         steps.append(Step("local", "compare the onnxruntime output with torch on the same inputs (relative error "
@@ -676,22 +676,36 @@ def plan_onnxruntime(job: Job, args: argparse.Namespace, state: dict[str, Any]) 
     return steps
 
 
-def _ort_measure(job: Job, args: argparse.Namespace, state: dict[str, Any], profile_prefix: str | None) -> None:
+def _ort_prepare(job: Job, args: argparse.Namespace, state: dict[str, Any], profile_prefix: str | None) -> None:
+    """Session, inputs and warm-up runs."""
     from explorer.export import ort_session
 
     if profile_prefix:
         Path(profile_prefix).parent.mkdir(parents=True, exist_ok=True)
-    session = ort_session(job.onnx_model, args.threads, profile_prefix)
-    feeds = make_inputs(job)
+    state["session"] = ort_session(job.onnx_model, args.threads, profile_prefix)
+    state["feeds"] = make_inputs(job)
+    state["times"] = []
     for _ in range(args.warmup):
-        session.run(None, feeds)
-    times = []
-    for _ in range(args.runs):
-        t0 = time.perf_counter()
-        out = session.run(None, feeds)
-        times.append((time.perf_counter() - t0) * 1000.0)
+        state["session"].run(None, state["feeds"])
+
+
+def _ort_time_once(state: dict[str, Any]) -> None:
+    t0 = time.perf_counter()
+    out = state["session"].run(None, state["feeds"])
+    state["times"].append((time.perf_counter() - t0) * 1000.0)
     state["ort_output"] = out[0]
-    state["stats"] = lat.summarize_ms(times)
+
+
+def _ort_measure(job: Job, args: argparse.Namespace, state: dict[str, Any], profile_prefix: str | None) -> None:
+    _ort_prepare(job, args, state, profile_prefix)
+    for _ in range(args.runs):
+        _ort_time_once(state)
+    _ort_finish(state, profile_prefix)
+
+
+def _ort_finish(state: dict[str, Any], profile_prefix: str | None) -> None:
+    session = state.pop("session")
+    state["stats"] = lat.summarize_ms(state.pop("times"))
     if profile_prefix:
         path = session.end_profiling()
         parsed = parse_ort_profile(json.loads(Path(path).read_text()))
@@ -839,6 +853,44 @@ def execute(backend: str, job: Job, args: argparse.Namespace, run_id: str, clien
         return record_from_state(backend, job, args, state, run_id, exc.status, str(exc))
 
 
+def execute_ort_interleaved(jobs: Sequence[Job], args: argparse.Namespace, run_id: str) -> list[lat.LatencyRecord]:
+    """onnxruntime, several stages: export all, then timed rounds that run every stage once each (like
+    scripts/benchmark.py), so a busy machine's drifts hit all stages alike and the ratios are measured together."""
+    states: dict[str, dict[str, Any]] = {}
+    failures: dict[str, tuple[str, str]] = {}
+    for job in jobs:
+        state: dict[str, Any] = {}
+        states[job.stage] = state
+        step = export_step(job, args.checkpoints or None)
+        print(f"[onnxruntime] {job.stage}: {step.text[:160]}", file=sys.stderr)
+        try:
+            result = step.action() if step.action is not None else None
+            state["weights"] = result["weights"] if isinstance(result, dict) else (
+                f"as in the given ONNX model {job.onnx_folder}")
+            _ort_prepare(job, args, state, None)
+        except Exception as exc:  # noqa: BLE001 - one stage failing must not lose the others' numbers
+            failures[job.stage] = (classify_failure(str(exc)), f"{type(exc).__name__}: {exc}")
+            state.pop("session", None)
+    print(f"[onnxruntime] {args.runs} interleaved rounds over {len(jobs) - len(failures)} stages", file=sys.stderr)
+    for _ in range(args.runs):
+        for job in jobs:
+            if job.stage not in failures:
+                _ort_time_once(states[job.stage])
+    records = []
+    for job in jobs:
+        state = states[job.stage]
+        if job.stage in failures:
+            records.append(record_from_state("onnxruntime", job, args, state, run_id, *failures[job.stage]))
+            continue
+        _ort_finish(state, None)
+        if args.compare if args.compare is not None else job.scale != "full":
+            state["compare"] = relative_error(state["ort_output"], torch_reference(job, args, make_inputs(job)))
+        rec = record_from_state("onnxruntime", job, args, state, run_id)
+        rec.notes = "; ".join(x for x in (rec.notes, "interleaved rounds over all stages of the run") if x)
+        records.append(rec)
+    return records
+
+
 def record_from_profile(path: str, backend: str, job: Job, args: argparse.Namespace, run_id: str
                         ) -> lat.LatencyRecord:
     """--from-profile: a record from an existing profile file of ``backend``."""
@@ -943,7 +995,10 @@ def main(argv: list[str] | None = None) -> int:
         records = [record_from_profile(args.from_profile, args.backend, jobs[0], args, run_id)]
     else:
         try:
-            records = [execute(args.backend, job, args, run_id, client) for job in jobs]
+            if args.backend == "onnxruntime" and len(jobs) > 1:
+                records = execute_ort_interleaved(jobs, args, run_id)
+            else:
+                records = [execute(args.backend, job, args, run_id, client) for job in jobs]
         except Unavailable as exc:
             print(str(exc), file=sys.stderr)
             return 2

@@ -201,3 +201,23 @@ def test_onnxruntime_backend_measures_and_compares(tmp_path: Path, monkeypatch: 
     assert rec.runtime == "onnxruntime (CPUExecutionProvider)" and rec.runs == 2 and rec.precision == "fp32"
     assert rec.extra["vs_torch"]["rel_error"] < 1e-4 and "relative error vs torch" in rec.notes
     assert rec.weights.startswith("as in the given ONNX model") and rec.speedup_vs_baseline == 1.0
+
+
+def test_onnxruntime_several_stages_are_timed_in_interleaved_rounds(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    cfg = unet_config("micro")
+    small = dict(cfg, down_block_types=cfg["down_block_types"][2:], up_block_types=cfg["up_block_types"][:2],
+                 block_out_channels=(32, 32), num_attention_heads=(2, 2), layers_per_block=1)
+    loaded = export.load_stage_unet("svd-512", "micro", None, unet_config=small)
+    result = export.export_onnx(loaded.unet, tmp_path / "m.onnx",
+                                export.export_inputs(loaded.unet, "micro", 32, 32, 4))
+    args = runner.parse_args(["--backend", "onnxruntime", "--scale", "micro", "--runs", "3", "--warmup", "0",
+                              "--no-compare", "--no-write"])
+    jobs = [runner.make_job(s, "micro", tmp_path / "work", str(result.folder), (32, 32), 4)
+            for s in ("svd-512", "mobilevd")]
+    jobs.append(runner.make_job("lowres-ft", "micro", tmp_path / "work", str(tmp_path / "missing.onnx"), (32, 32), 4))
+    recs = runner.execute_ort_interleaved(jobs, args, "run-1")
+    lat.add_speedups(recs)
+    assert [r.status for r in recs] == ["passed", "passed", "failed"]  # a broken stage keeps the others
+    assert all(r.runs == 3 and "interleaved" in r.notes for r in recs[:2])
+    assert recs[0].speedup_vs_baseline == 1.0 and recs[1].speedup_vs_baseline is not None
