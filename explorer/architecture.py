@@ -44,7 +44,7 @@ def build_stage_unet(
     ``"all"`` = build the unpruned parent architecture (used to cost each block).
     """
     from explorer.transforms import apply_transforms
-    from explorer.transforms.temporal_gates import default_kept_blocks
+    from explorer.transforms.temporal_gates import default_kept_blocks, num_temporal_blocks
 
     chain = list(transforms) if transforms is not None else registry.architecture_transforms(slug)
     unet = build_unet(unet_config or base_config(scale), device=device, seed=seed)
@@ -58,7 +58,10 @@ def build_stage_unet(
             elif t.params.get("blocks") is not None:
                 blocks, source = sorted(int(i) for i in t.params["blocks"]), "trained (stage record)"
             else:
-                blocks = sorted(default_kept_blocks(unet, int(t.params.get("kept", 11))))
+                n = t.params.get("kept")
+                if n is None:
+                    n = registry.kept_count(num_temporal_blocks(unet), float(t.params.get("pruned_fraction", 0.7)))
+                blocks = sorted(default_kept_blocks(unet, int(n)))
                 source = "default heuristic (no trained importances)"
             t = registry.Transform(t.name, {**t.params, "blocks": blocks})
             info["kept_blocks"], info["kept_blocks_source"] = blocks, source

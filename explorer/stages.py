@@ -116,8 +116,8 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         "temporal-pruning", "+ temporal block pruning", "temporal-multiscale",
-        (Transform("temporal_pruning", {"kept": 11, "total": 38}),), 512, 256, 14, 1, 1.0, 1.0,
-        "learn gate importances with 11 of 38 blocks kept, prune, finetune",
+        (Transform("temporal_pruning", {"pruned_fraction": 0.7}),), 512, 256, 14, 1, 1.0, 1.0,
+        "learn gate importances with 70% of the temporal blocks pruned (11 of 38 in SVD), prune, finetune",
         _paper(127, 150, 4.64, 47, 2100),
     ),
     Stage(
@@ -242,6 +242,14 @@ ABLATIONS: tuple[ReferenceRow, ...] = (
     _row("Table 6", "L1 on blend weights, 53% pruned", fvd_25fps=165, tflops=5.17, gpu_ms=52,
          config={"method": "l1", "pruned_fraction": 0.53}),
 )
+
+
+def kept_count(total: int, pruned_fraction: float) -> int:
+    """Temporal blocks kept when ``pruned_fraction`` of ``total`` are pruned, rounded to nearest (38 -> 11 at 70%,
+    the tiny UNet's 33 -> 10)."""
+    if not 0 <= pruned_fraction < 1:
+        raise ValueError(f"pruned_fraction must be in [0, 1), got {pruned_fraction}")
+    return max(1, int(round((1 - pruned_fraction) * total)))
 
 
 def ablation_rows(table: str) -> list[ReferenceRow]:

@@ -23,7 +23,7 @@ from explorer.training.stage_runs import export_stage, export_svd_512, train_den
 from explorer.training.vae import VAETrainConfig, train_vae
 from explorer.transforms import apply_transforms
 from explorer.transforms.funnels import add_funnels, merge_funnels
-from explorer.transforms.temporal_gates import TemporalGates, prune_temporal_blocks
+from explorer.transforms.temporal_gates import TemporalGates, num_temporal_blocks, prune_temporal_blocks
 
 ORDER = ("vae", "svd-pretrain", "svd", "svd-512", "lowres-ft", "optimized-xattn", "adversarial-1step",
          "temporal-multiscale", "temporal-pruning", "channel-funnels", "mobilevd-hd")
@@ -49,7 +49,7 @@ class Plan:
     multiscale_steps: int = 300
     gates_steps: int = 200
     prune_ft_steps: int = 200
-    kept_blocks: int = 11
+    pruned_fraction: float = 0.7  # 70% of the temporal blocks pruned, as the paper
     funnel_steps: int = 300
     fun_factor: float = 0.5
     hd_steps: int = 150
@@ -67,7 +67,7 @@ class Plan:
         return cls(scale="micro", lowres=(32, 16), base=(64, 32), vae_steps=2, pretrain_steps=2,
                    pretrain_size=(32, 16), pretrain_batch=1, svd_steps=1, svd_batch=1, lowres_steps=1,
                    lowres_batch=1, adv_steps=2, adv_batch=1, multiscale_steps=1, gates_steps=2, prune_ft_steps=1,
-                   kept_blocks=11, funnel_steps=1, hd_steps=1, hd_batch=1, num_workers=0, ckpt_every=1)
+                   funnel_steps=1, hd_steps=1, hd_batch=1, num_workers=0, ckpt_every=1)
 
 
 def _done(folder: Path) -> bool:
@@ -197,7 +197,8 @@ class PathBuilder:
         p = self.plan
         pipe, record = self._parent("temporal-pruning")
         unet = pipe.unet
-        gates = TemporalGates.attach(unet, p.kept_blocks, mode="sampled", seed=0)
+        n_kept = registry.kept_count(num_temporal_blocks(unet), p.pruned_fraction)
+        gates = TemporalGates.attach(unet, n_kept, mode="sampled", seed=0)
         history: list[dict[str, Any]] = []
 
         def on_log(step: int) -> dict[str, Any]:
@@ -211,7 +212,7 @@ class PathBuilder:
                                 on_log=on_log, extra_state={"gates": gates})
         kept = gates.top_n()
         gate_record = {
-            "kept": kept, "n": p.kept_blocks, "total": gates.num_blocks,
+            "kept": kept, "n": n_kept, "total": gates.num_blocks, "pruned_fraction": p.pruned_fraction,
             "importance": gates.importance.detach().tolist(),
             "probability": gates.probabilities().detach().tolist(),
             "blocks": [b.to_dict() for b in gates.blocks], "history": history,
@@ -222,8 +223,8 @@ class PathBuilder:
         prune_temporal_blocks(unet, kept)
         cfg2 = self._adv_cfg("temporal-pruning", p.prune_ft_steps)
         res2 = self._adversarial("temporal-pruning", unet, pipe, cfg2)
-        t = registry.Transform("temporal_pruning", {"kept": p.kept_blocks, "total": gates.num_blocks,
-                                                    "blocks": kept})
+        t = registry.Transform("temporal_pruning", {"pruned_fraction": p.pruned_fraction, "kept": n_kept,
+                                                    "total": gates.num_blocks, "blocks": kept})
         summary = {"training": {"gates": {"config": asdict(cfg), "last": self._last_log(res["log"])},
                                 "finetune": {"config": asdict(cfg2), "last": self._last_log(res2["log"])}}}
         folder = self._export("temporal-pruning", unet, pipe, list(record.transforms) + [t], summary)

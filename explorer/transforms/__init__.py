@@ -7,7 +7,8 @@ build the base UNet, :func:`apply_transforms` with the stage record's transforms
 Names (``explorer.stages.Transform.name``) and parameters:
 - ``optimized_cross_attention``: no parameters (:mod:`.cross_attention`).
 - ``temporal_multiscale``: ``temporal_factor`` (2), ``spatial_factor`` (1) (:mod:`.multiscale`).
-- ``temporal_pruning``: ``kept``, ``total`` (checked against the UNet), optional ``blocks`` = kept block
+- ``temporal_pruning``: ``kept`` or ``pruned_fraction`` (kept = round((1 - f) * blocks)), ``total`` (checked
+  against the UNet), optional ``blocks`` = kept block
   indices; without ``blocks`` the documented default :func:`.temporal_gates.default_kept_blocks`
   (:mod:`.temporal_gates`).
 - ``channel_funnels``: ``fun_factor`` (0.5), ``init`` ('csi' | 'he'), ``merged`` (bool), optional ``kinds``
@@ -24,7 +25,7 @@ from typing import Any
 
 from torch import nn
 
-from explorer.stages import Transform
+from explorer.stages import Transform, kept_count
 from explorer.transforms.cross_attention import optimize_cross_attention
 from explorer.transforms.funnels import apply_channel_funnels, apply_truncated_svd
 from explorer.transforms.multiscale import apply_multiscale
@@ -42,15 +43,17 @@ def _temporal_multiscale(unet: nn.Module, temporal_factor: int = 2, spatial_fact
 
 
 def _temporal_pruning(
-    unet: nn.Module, kept: int | None = None, total: int | None = None, blocks: Sequence[int] | None = None
+    unet: nn.Module, kept: int | None = None, total: int | None = None, blocks: Sequence[int] | None = None,
+    pruned_fraction: float | None = None,
 ) -> nn.Module:
     count = num_temporal_blocks(unet)
     if total is not None and int(total) != count:
         raise ValueError(f"temporal_pruning expects {total} temporal blocks, this UNet has {count}")
     if blocks is None:
-        if kept is None:
-            raise ValueError("temporal_pruning needs 'kept' or 'blocks'")
-        blocks = default_kept_blocks(unet, int(kept))
+        if kept is None and pruned_fraction is None:
+            raise ValueError("temporal_pruning needs 'kept', 'pruned_fraction' or 'blocks'")
+        n = int(kept) if kept is not None else kept_count(count, float(pruned_fraction))
+        blocks = default_kept_blocks(unet, n)
     return prune_temporal_blocks(unet, [int(i) for i in blocks])
 
 
