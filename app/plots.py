@@ -192,7 +192,8 @@ def _depth(level: Any, n_levels: int = 4) -> int:
 
 def gates_structure(layout: Sequence[dict[str, Any]], score: Sequence[float] | None, kept: Sequence[int],
                     score_name: str, source: str, costs: Sequence[float] | None = None) -> go.Figure:
-    """The 38 temporal blocks on the UNet's U: x = forward order, y = level; shape = kind; colour = score."""
+    """The temporal blocks (38 in full SVD, 33 in the tiny UNet) on the UNet's U: x = forward order, y = level;
+    shape = kind; colour = score."""
     kept_set = set(kept)
     fig = go.Figure()
     xs = [b["index"] for b in layout]
@@ -230,8 +231,11 @@ def gates_structure(layout: Sequence[dict[str, Any]], score: Sequence[float] | N
     fig.update_yaxes(tickvals=ticks, ticktext=["level 0 (full res)", "level 1", "level 2", "level 3", "mid"],
                      range=[-4.6, 0.6])
     fig.update_xaxes(title="temporal block index (forward order: down → mid → up)", range=[-1, len(layout)])
-    for x, text in ((6.5, "encoder (down)"), (15, "mid"), (27, "decoder (up)")):
-        fig.add_annotation(x=x, y=0.45, text=text, showarrow=False, font=dict(color="#777"))
+    for side, text in (("down", "encoder (down)"), ("mid", "mid"), ("up", "decoder (up)")):
+        idx = [b["index"] for b in layout if b.get("side") == side]
+        if idx:
+            fig.add_annotation(x=(min(idx) + max(idx)) / 2, y=0.45, text=text, showarrow=False,
+                               font=dict(color="#777"))
     return _layout(fig, f"Temporal blocks on the UNet: {len(kept_set)} of {len(layout)} kept — colour: "
                         f"{score_name} ({source})", height=500, legend_y=-0.2, bottom=120)
 
@@ -257,8 +261,10 @@ def gates_history(history: Sequence[dict[str, Any]], kept: Sequence[int], layout
     return _layout(fig, f"Gate {key} over training (red = finally kept) — {source}", height=380)
 
 
-def prune_curve(floor: float, costs: Sequence[float], order: Sequence[int], n: int, order_name: str) -> go.Figure:
-    """TFLOPs (full scale) vs number of kept blocks for the given order, the min/max envelope and Table 6."""
+def prune_curve(floor: float, costs: Sequence[float], order: Sequence[int], n: int, order_name: str,
+                paper: bool = True) -> go.Figure:
+    """TFLOPs (full scale) vs number of kept blocks for the given order, the min/max envelope and, with
+    ``paper`` (the blocks are full SVD's), Table 6 at its pruned fractions."""
     total = len(costs)
     ns = list(range(0, total + 1))
     srt = sorted(costs)
@@ -273,8 +279,9 @@ def prune_curve(floor: float, costs: Sequence[float], order: Sequence[int], n: i
                     hovertemplate="n=%{x}: %{y:.3f} TFLOPs/NFE<extra>measured here</extra>")
     fig.add_scatter(x=[n], y=[mine[n]], mode="markers", marker=dict(size=14, color="#E45756"), name=f"n = {n}",
                     hovertemplate="n=%{x}: %{y:.3f} TFLOPs/NFE<extra>measured here</extra>")
-    rows = [r for r in registry.ablation_rows("Table 6") if r.config.get("method") == "gates"]
-    fig.add_scatter(x=[round(total * (1 - r.config["pruned_fraction"])) for r in rows], y=[r.tflops for r in rows],
+    rows = [r for r in registry.ablation_rows("Table 6") if r.config.get("method") == "gates"] if paper else []
+    fig.add_scatter(x=[registry.kept_count(total, r.config["pruned_fraction"]) for r in rows],
+                    y=[r.tflops for r in rows],
                     mode="markers", marker=dict(symbol="x", size=11, color="black"), name="paper (Table 6)",
                     customdata=[r.label for r in rows],
                     hovertemplate="%{customdata}: %{y} TFLOPs<extra>paper, Table 6</extra>")

@@ -23,7 +23,10 @@ from explorer.app_support import (
     StageRequest,
     check_image,
     compose,
+    default_kept,
+    pruned_fraction,
     run_stage,
+    temporal_block_count,
     upscale_note,
     validate_common,
 )
@@ -285,10 +288,14 @@ def compare_impl(
                                                                                    else 127)),
                                         fps=int(float(fps if fps is not None else 7)),
                                         noise_aug_strength=float(noise if noise is not None else 0.02)))
-        zs = {"n": int(float(zs_n if zs_n is not None else 11)), "heuristic": str(zs_heuristic or "blend"),
-              "r": float(zs_r if zs_r is not None else 0.5)}
+        zs_total = ctx.catalog.base_temporal_blocks() if "base/prune-zs" in keys else None
+        zs = {"n": int(float(zs_n)) if zs_n is not None else (default_kept(zs_total) if zs_total else None),
+              "heuristic": str(zs_heuristic or "blend"), "r": float(zs_r if zs_r is not None else 0.5)}
     except (TypeError, ValueError) as exc:
         raise gr.Error(f"Bad setting: {exc}") from None
+    if zs_total is not None and not 1 <= zs["n"] <= zs_total:
+        raise gr.Error(f"Bad setting: zero-shot pruning keeps 1..{zs_total} temporal blocks of the base UNet, "
+                       f"got {zs['n']}")
     requests = []
     for key in keys:
         o = overrides.get(key, {})
@@ -430,7 +437,10 @@ def build(ctx: AppContext) -> dict[str, Any]:
                     apply_steps = gr.Button("Apply to all", scale=1, elem_id="mvd-apply-steps")
                     reset = gr.Button("Stage defaults", scale=1)
             with gr.Accordion("Zero-shot variants of --base (not finetuned)", open=True, visible=bool(cat.base)):
-                zs_n = gr.Slider(1, 38, value=11, step=1, label="temporal pruning: blocks kept (n of 38)")
+                zs_total = cat.base_temporal_blocks() if cat.base else temporal_block_count("full")
+                zs_n = gr.Slider(1, zs_total, value=default_kept(zs_total), step=1,
+                                 label=f"temporal pruning: blocks kept (n of the base UNet's {zs_total}; default "
+                                       f"{default_kept(zs_total)} = {100 * pruned_fraction():.0f}% pruned)")
                 zs_heuristic = gr.Radio(["blend", "structural"], value="blend", label="importance heuristic",
                                         info="blend: rank by the pretrained blend weight (1 - alpha); structural: "
                                              "temporal attention at fine levels first (docs/app.md)")

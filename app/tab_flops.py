@@ -10,7 +10,8 @@ import gradio as gr
 from app import plots
 from app.context import AppContext
 from explorer import stages as registry
-from explorer.app_support import ACCOUNTING, safe_name
+from explorer.app_support import ACCOUNTING, safe_name, temporal_block_count
+from explorer.models import UNET_CONFIGS
 
 SCALES = ["full", "tiny"]
 
@@ -28,15 +29,17 @@ def _dim(value: Any, name: str, lo: int, hi: int) -> int | None:
     return v
 
 
-def _kept(text: Any) -> list[int] | None:
+def _kept(text: Any, total: int) -> list[int] | None:
+    """Kept temporal-block indices typed by the user; ``total`` = blocks of the scale's unpruned UNet."""
     if text is None or not str(text).strip():
         return None
     try:
         out = sorted({int(x) for x in str(text).replace(";", ",").split(",") if x.strip()})
     except ValueError:
-        raise gr.Error("kept blocks: comma-separated block indices 0..37, e.g. 0,1,4,5") from None
-    if any(not 0 <= i < 38 for i in out):
-        raise gr.Error("kept blocks must be indices in 0..37")
+        raise gr.Error(f"kept blocks: comma-separated block indices 0..{total - 1}, e.g. 0,1,4,5") from None
+    if any(not 0 <= i < total for i in out):
+        raise gr.Error(f"kept blocks must be indices in 0..{total - 1} (this scale's UNet has {total} temporal "
+                       "blocks)")
     return out
 
 
@@ -49,7 +52,7 @@ def count(ctx: AppContext, slug: str, scale: str, width: Any, height: Any, frame
         raise gr.Error(str(exc)) from None
     if scale not in SCALES:
         raise gr.Error(f"scale must be one of {SCALES}")
-    kept_blocks = _kept(kept)
+    kept_blocks = _kept(kept, temporal_block_count(scale))
     if kept_blocks is not None and slug not in ("temporal-pruning", "channel-funnels", "mobilevd-hd"):
         raise gr.Error(f"{slug} is not a pruned stage; leave 'kept blocks' empty")
     try:
@@ -74,7 +77,8 @@ def summary_md(res: dict[str, Any]) -> str:
                      f"({100 * (res['tflops'] / paper - 1):+.1f}%){tail}.")
     if res.get("kept_blocks") is not None:
         rng = res.get("tflops_range")
-        lines.append(f"Kept temporal blocks ({len(res['kept_blocks'])} of 38, {res.get('kept_blocks_source')}): "
+        total = temporal_block_count(res["scale"]) if res["scale"] in UNET_CONFIGS else "?"
+        lines.append(f"Kept temporal blocks ({len(res['kept_blocks'])} of {total}, {res.get('kept_blocks_source')}): "
                      f"`{res['kept_blocks']}`" + (f"; any choice of that many: {rng[0]:.4g}-{rng[1]:.4g} TFLOPs."
                                                   if rng else "."))
     return "\n\n".join(lines)
@@ -124,8 +128,9 @@ def build(ctx: AppContext) -> dict[str, Any]:
                 width = gr.Number(value=0, precision=0, label="width (0 = stage's)", min_width=80)
                 height = gr.Number(value=0, precision=0, label="height", min_width=80)
                 frames = gr.Number(value=0, precision=0, label="frames", min_width=80)
-            kept = gr.Textbox(value="", label="kept temporal blocks (pruned stages; empty = the stage's choice)",
-                              placeholder="e.g. 0,1,4,5,...")
+            kept = gr.Textbox(value="", label="kept temporal blocks (pruned stages; empty = the stage's choice; "
+                              f"indices 0..{temporal_block_count('full') - 1} at full scale, "
+                              f"0..{temporal_block_count('tiny') - 1} at tiny)", placeholder="e.g. 0,1,4,5,...")
             chart = gr.Radio(["treemap", "sunburst"], value="treemap", label="chart")
             other = gr.Dropdown(slugs, value="temporal-pruning", label="diff against", allow_custom_value=True)
             btn = gr.Button("Count FLOPs", variant="primary", elem_id="mvd-flops-go")

@@ -19,70 +19,123 @@ from explorer.app_support import (
     StageRequest,
     check_image,
     compose,
+    default_kept,
+    pruned_fraction,
     read_gates,
     run_stage,
+    scale_for_count,
     structural_order,
+    temporal_block_count,
     temporal_layout,
     validate_common,
 )
+from explorer.models import UNET_CONFIGS
 from explorer.pipeline import ImageInputError
 
 SOURCE_STAGE = "temporal-multiscale"  # the unpruned parent whose weights are re-pruned zero-shot
 
 
-@functools.lru_cache(maxsize=2)
+@functools.lru_cache(maxsize=4)
 def _layout(scale: str = "full") -> list[dict[str, Any]]:
     return temporal_layout(scale)
 
 
-@functools.lru_cache(maxsize=2)
+@functools.lru_cache(maxsize=4)
 def _structural(scale: str = "full") -> list[int]:
     return structural_order(scale)
 
 
+def gates_scale(ctx: AppContext, rec: GatesRecord) -> str | None:
+    """The UNet scale the tab's block indices refer to: the gates file's (its stage's) scale, else the scale of
+    the model that would be re-pruned (the pruning stage or its parent), else the placeholder scale."""
+    if rec.ok:
+        return rec.scale if rec.scale in UNET_CONFIGS else (scale_for_count(rec.total) if rec.total else None)
+    for slug in ("temporal-pruning", SOURCE_STAGE):
+        e = ctx.catalog.entries.get(slug)
+        if e is not None and e.status != "unavailable" and e.scale in UNET_CONFIGS:
+            return e.scale
+    return ctx.catalog.placeholder_scale if ctx.catalog.placeholder_scale in UNET_CONFIGS else "full"
+
+
+def _rec_layout(rec: GatesRecord, scale: str | None) -> list[dict[str, Any]]:
+    """The blocks the gates are indexed by: the file's own list, else the layout of ``scale``."""
+    if rec.ok and rec.blocks:
+        return rec.blocks
+    if scale is not None and (not rec.ok or temporal_block_count(scale) == rec.total):
+        return _layout(scale)
+    total = rec.total or 0  # a custom UNet without a block list: indices only
+    return [{"index": i, "kind": "resnet", "level": 0, "side": "down", "path": f"block {i}"} for i in range(total)]
+
+
 def gate_view(ctx: AppContext) -> dict[str, Any]:
-    """Scores, ranking order and labels: trained gates when a readable file exists, else the heuristic."""
+    """Scores, ranking order, labels and the block layout: trained gates when a readable file exists, else the
+    heuristic. ``total`` is the number of temporal blocks of the gates' UNet (full SVD 38, tiny 33)."""
     rec: GatesRecord = read_gates(ctx.checkpoints)
-    layout = _layout()
+    scale = gates_scale(ctx, rec)
+    layout = _rec_layout(rec, scale)
+    total = len(layout)
     if rec.ok:
         score = rec.probabilities or rec.importance
         name = "inclusion probability p" if rec.probabilities else "importance q"
-        ranking = rec.importance or rec.probabilities or [0.0] * len(layout)
-        order = sorted(range(len(layout)), key=lambda i: (-ranking[i], i))
+        ranking = rec.importance or rec.probabilities or [0.0] * total
+        order = sorted(range(total), key=lambda i: (-ranking[i], i))
         if rec.kept:  # the file's kept set first (it is what the stage kept), then by importance
             order = sorted(rec.kept, key=lambda i: (-ranking[i], i)) + [i for i in order if i not in rec.kept]
         src = f"{MEASURED} (trained gates: {rec.file})"
         return {"rec": rec, "score": score, "name": name, "order": order, "source": src, "trained": True,
-                "n": rec.n or len(rec.kept or []) or 11}
-    order = _structural()
-    score = [0.0] * len(layout)
+                "n": rec.n or len(rec.kept or []) or default_kept(total), "layout": layout, "total": total,
+                "scale": scale or rec.scale}
+    order = _structural(scale)
+    score = [0.0] * total
     for rank, i in enumerate(order):
         score[i] = 1.0 - rank / max(1, len(order) - 1)
     return {"rec": rec, "score": score, "name": "heuristic priority", "order": order,
-            "source": f"estimate (structural heuristic; {rec.reason})", "trained": False, "n": 11}
+            "source": f"estimate (structural heuristic; {rec.reason})", "trained": False, "n": default_kept(total),
+            "layout": layout, "total": total, "scale": scale}
+
+
+def _costs_on(ctx: AppContext, layout: list[dict[str, Any]], scale: str
+              ) -> tuple[dict[str, Any], list[float], list[bool], int]:
+    """Per-block FLOPs of the temporal-pruning stage at ``scale`` (full or tiny), aligned with ``layout`` by
+    module path: (block costs record, costs, whether each layout block exists at ``scale``, how many blocks of
+    ``scale`` have no counterpart in ``layout`` and so count as pruned)."""
+    bc = ctx.flops.block_costs("temporal-pruning", scale)
+    by_path = {b["path"]: b["index"] for b in _layout(scale)}
+    idx = [by_path.get(str(b.get("path"))) for b in layout]
+    costs = [float(bc["costs"][j]) if j is not None else 0.0 for j in idx]
+    return bc, costs, [j is not None for j in idx], len(by_path) - len({j for j in idx if j is not None})
 
 
 def slider_view(ctx: AppContext, n: int) -> tuple[Any, Any, str]:
     """Structure plot, cost curve and the live FLOPs text for keeping the top-n blocks."""
     view = gate_view(ctx)
-    n = max(1, min(38, int(n)))
+    layout, total = view["layout"], view["total"]
+    n = max(1, min(total, int(n)))
     kept = sorted(view["order"][:n])
-    full = ctx.flops.block_costs("temporal-pruning", "full")
-    tiny = ctx.flops.block_costs("temporal-pruning", "tiny")
-    tf_full = (full["floor"] + sum(full["costs"][i] for i in kept)) / 1e12
-    tf_tiny = (tiny["floor"] + sum(tiny["costs"][i] for i in kept)) / 1e12
+    full, full_costs, in_full, full_missing = _costs_on(ctx, layout, "full")
+    tiny, tiny_costs, _, tiny_missing = _costs_on(ctx, layout, "tiny")
+    tf_full = (full["floor"] + sum(full_costs[i] for i in kept)) / 1e12
+    tf_tiny = (tiny["floor"] + sum(tiny_costs[i] for i in kept)) / 1e12
+    n_full = sum(1 for i in kept if in_full[i])
     srt = sorted(full["costs"])
-    lo = (full["floor"] + sum(srt[:n])) / 1e12
-    hi = (full["floor"] + sum(srt[len(srt) - n:])) / 1e12
-    structure = plots.gates_structure(_layout(), view["score"], kept, view["name"], view["source"].split(" (")[0],
-                                      full["costs"])
-    curve = plots.prune_curve(full["floor"], full["costs"], view["order"], n,
-                              "trained importances" if view["trained"] else "structural heuristic")
-    text = (f"**Keep {n} of 38 temporal blocks** ({100 * (1 - n / 38):.0f}% pruned) → "
+    lo = (full["floor"] + sum(srt[:n_full])) / 1e12
+    hi = (full["floor"] + sum(srt[len(srt) - n_full:])) / 1e12 if n_full else full["floor"] / 1e12
+    n_svd = len(full["costs"])
+    structure = plots.gates_structure(layout, view["score"], kept, view["name"], view["source"].split(" (")[0],
+                                      full_costs)
+    curve = plots.prune_curve(full["floor"], full_costs, view["order"], n,
+                              "trained importances" if view["trained"] else "structural heuristic",
+                              paper=total == n_svd)
+    scale = view["scale"] or "custom"
+    mapped = (f"; the same blocks by module path, full SVD's other {full_missing} temporal blocks counted as pruned"
+              if full_missing else "")
+    tiny_note = f" ({tiny_missing} of its blocks absent here, counted as pruned)" if tiny_missing else ""
+    text = (f"**Keep {n} of {total} temporal blocks** of the {scale} UNet ({100 * (1 - n / total):.0f}% pruned) → "
             f"**{tf_full:.3f} TFLOPs per NFE** at full scale, {full['width']}x{full['height']}x{full['frames']} "
-            f"(any {n} blocks: {lo:.3f}-{hi:.3f}); tiny scale: {tf_tiny * 1e3:.3f} GFLOPs per NFE. "
-            f"<span class='mvd-src m'>measured here</span> additive per-block costs from the FLOP counter. "
-            f"Ranking: {view['source']}.\n\nKept blocks: `{kept}`")
+            f"(any {n_full} of {n_svd} blocks: {lo:.3f}-{hi:.3f}{mapped}); tiny scale: {tf_tiny * 1e3:.3f} GFLOPs "
+            f"per NFE{tiny_note}. <span class='mvd-src m'>measured here</span> additive per-block costs from the FLOP "
+            f"counter. Default n = {default_kept(total)} ({100 * pruned_fraction():.0f}% of {total} pruned, as the "
+            f"paper's 11 of 38). Ranking: {view['source']}.\n\nKept blocks: `{kept}`")
     return structure, curve, text
 
 
@@ -99,7 +152,7 @@ def reprune_impl(ctx: AppContext, image: Any, n: Any, seed: Any, motion: Any, fp
     except (TypeError, ValueError) as exc:
         raise gr.Error(f"Bad setting: {exc}") from None
     view = gate_view(ctx)
-    n = max(1, min(38, int(float(n))))
+    n = max(1, min(view["total"], int(float(n))))
     kept = sorted(view["order"][:n])
     outs: list[StageOutcome] = []
     trained = run_stage(ctx.catalog, ctx.flops, ctx.results, ctx.out_dir, checked, StageRequest("temporal-pruning"),
@@ -134,14 +187,14 @@ def intro_md(ctx: AppContext) -> str:
 
 
 def build(ctx: AppContext, compare: dict[str, Any]) -> dict[str, Any]:
-    rec = read_gates(ctx.checkpoints)  # JSON only: the structure is built when the tab is opened
+    view = gate_view(ctx)  # JSON and a meta-device layout: the plots are built when the tab is opened
     intro = gr.Markdown(intro_md(ctx))
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
             structure = gr.Plot(label="gates on the UNet", elem_id="mvd-gates-structure")
         with gr.Column(scale=2):
-            n = gr.Slider(1, 38, value=int(rec.n or 11) if rec.ok else 11, step=1, label="temporal blocks kept (n)",
-                          elem_id="mvd-gates-n")
+            n = gr.Slider(1, view["total"], value=min(int(view["n"]), view["total"]), step=1,
+                          label=f"temporal blocks kept (n of {view['total']})", elem_id="mvd-gates-n")
             live = gr.Markdown(label="live FLOPs")
             curve = gr.Plot(label="cost vs n")
     history = gr.Plot(label="history", elem_id="mvd-gates-history")
@@ -168,7 +221,7 @@ def build(ctx: AppContext, compare: dict[str, Any]) -> dict[str, Any]:
     def on_history() -> Any:
         v = gate_view(ctx)
         rec = v["rec"]
-        return plots.gates_history(rec.history if rec.ok else [], rec.kept or v["order"][: v["n"]], _layout(),
+        return plots.gates_history(rec.history if rec.ok else [], rec.kept or v["order"][: v["n"]], v["layout"],
                                    v["source"])
 
     def on_reprune(image: Any, kept_n: Any, seed: Any, motion_bucket_id: Any, fps: Any, noise_aug_strength: Any
@@ -183,4 +236,11 @@ def build(ctx: AppContext, compare: dict[str, Any]) -> dict[str, Any]:
     def on_intro() -> str:
         return intro_md(ctx)
 
-    return {"load": [(on_intro, [], [intro]), (on_n, [n], [structure, curve, live]), (on_history, [], [history])]}
+    def on_range(kept_n: Any) -> Any:
+        """The slider's range follows the gates' UNet (a gates file may appear after startup)."""
+        total = gate_view(ctx)["total"]
+        value = min(int(float(kept_n if kept_n is not None else total)), total)
+        return gr.Slider(maximum=total, value=value, label=f"temporal blocks kept (n of {total})")
+
+    return {"load": [(on_intro, [], [intro]), (on_range, [n], [n]), (on_n, [n], [structure, curve, live]),
+                     (on_history, [], [history])]}

@@ -316,6 +316,44 @@ def _structural_rank(unet: Any) -> dict[int, int]:
     return rank
 
 
+def pruned_fraction() -> float:
+    """The temporal-pruning stage's pruned fraction (0.7, as the paper: 11 of SVD's 38 blocks kept)."""
+    for t in registry.get_stage("temporal-pruning").transforms:
+        if t.name == "temporal_pruning" and t.params.get("pruned_fraction") is not None:
+            return float(t.params["pruned_fraction"])
+    return 0.7
+
+
+def default_kept(total: int) -> int:
+    """Default number of temporal blocks kept out of ``total``: ``kept_count(total, pruned_fraction())``
+    (38 -> 11, the tiny UNet's 33 -> 10)."""
+    return registry.kept_count(int(total), pruned_fraction())
+
+
+_BLOCK_COUNTS: dict[str, int] = {}
+
+
+def temporal_block_count(scale: str = "full") -> int:
+    """Temporal blocks of the unpruned UNet at ``scale`` (full and micro: 38; tiny: 33), built on the meta
+    device once per scale."""
+    if scale not in _BLOCK_COUNTS:
+        from explorer.models import build_unet
+        from explorer.transforms.temporal_gates import num_temporal_blocks
+
+        _BLOCK_COUNTS[scale] = num_temporal_blocks(build_unet(scale, "meta"))
+    return _BLOCK_COUNTS[scale]
+
+
+def scale_for_count(total: int) -> str | None:
+    """The named scale whose UNet has ``total`` temporal blocks (full preferred over micro: same layout)."""
+    from explorer.models import UNET_CONFIGS
+
+    for scale in ("full", "tiny", *sorted(UNET_CONFIGS)):
+        if scale in UNET_CONFIGS and temporal_block_count(scale) == total:
+            return scale
+    return None
+
+
 class StageCatalog:
     """Which stages exist and their pipelines, loaded lazily or in the background.
 
@@ -566,6 +604,31 @@ class StageCatalog:
                 e.record = self._variant_record(e, {})
             return pipe, record
 
+    def base_temporal_blocks(self) -> int:
+        """Temporal blocks of the --base UNet (38 for a full SVD pipeline): from the loaded UNet, else from the
+        base folder's stage record / UNet config without loading weights, else full SVD's count."""
+        from explorer.models import UNET_CONFIGS, build_unet
+        from explorer.transforms.temporal_gates import num_temporal_blocks
+
+        if self._base_pipe is not None:
+            return num_temporal_blocks(self._base_pipe.unet)
+        folder = Path(str(self.base)) if self.base else None
+        if folder is not None and folder.is_dir():
+            rec, _ = read_json(folder / "stage.json")
+            scale = rec.get("scale") if isinstance(rec, dict) else None
+            if scale in UNET_CONFIGS:
+                return temporal_block_count(str(scale))
+            cfg, _ = read_json(folder / "unet" / "config.json")
+            if isinstance(cfg, dict):
+                try:
+                    from diffusers import UNetSpatioTemporalConditionModel
+
+                    init = UNetSpatioTemporalConditionModel.extract_init_dict(cfg)[0]
+                    return num_temporal_blocks(build_unet(init, "meta"))
+                except Exception:  # noqa: BLE001 - fall back to full SVD's count
+                    pass
+        return temporal_block_count("full")
+
     def _variant_size(self, slug: str) -> tuple[int, int]:
         rec = self._base_record
         if rec.scale in ("full", "tiny"):
@@ -581,7 +644,9 @@ class StageCatalog:
             from explorer.transforms.temporal_gates import num_temporal_blocks
 
             total = num_temporal_blocks(self._base_pipe.unet)
-            n = int(params.get("n", 11))
+            n = int(params.get("n", default_kept(total)))
+            if not 1 <= n <= total:
+                raise ValueError(f"zero-shot pruning keeps 1..{total} temporal blocks of this base, got {n}")
             heuristic = str(params.get("heuristic", "blend"))
             kept = zero_shot_kept(self._base_pipe.unet, n, heuristic)
             chain.append(registry.Transform("temporal_pruning", {"kept": n, "total": total, "blocks": kept}))
@@ -648,6 +713,8 @@ class StageCatalog:
         src_pipe, src_rec = self.pipeline(source_key)
         blocks = sorted(int(i) for i in kept)
         total = num_temporal_blocks(src_pipe.unet)
+        if any(not 0 <= i < total for i in blocks):
+            raise ValueError(f"{source_key} has {total} temporal blocks; cannot keep blocks {blocks}")
         t = registry.Transform("temporal_pruning", {"kept": len(blocks), "total": total, "blocks": blocks})
         tkey = f"reprune|{source_key}|{blocks}"
         with self._entry_lock("derived"):
@@ -1281,7 +1348,11 @@ class GatesRecord:
     probabilities: list[float] | None = None
     kept: list[int] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)  # [{'step', 'probabilities'|'importance'}]
-    scale: str | None = None
+    scale: str | None = None  # the UNet scale the indices refer to ('full', 'tiny', 'micro', or the record's)
+    total: int | None = None  # temporal blocks of that unpruned UNet (full SVD 38, tiny 33)
+    blocks: list[dict[str, Any]] | None = None  # TemporalBlockInfo.to_dict() per block, when the file has them
+    pruned_fraction: float | None = None
+    scheme: str | None = None
 
 
 def _floats(values: Any, length: int | None = None) -> list[float] | None:
@@ -1293,8 +1364,40 @@ def _floats(values: Any, length: int | None = None) -> list[float] | None:
     return [float(v) for v in out]  # type: ignore[arg-type]
 
 
-def read_gates(checkpoints: Path, total: int = 38) -> GatesRecord:
-    """The gates record of ``<checkpoints>/temporal-pruning/`` (or its stage.json ``extra.gates``)."""
+def _first(data: dict[str, Any], *keys: str) -> Any:
+    for k in keys:
+        if data.get(k) is not None:
+            return data[k]
+    return None
+
+
+IMPORTANCE_KEYS = ("importance", "importances", "q")
+PROBABILITY_KEYS = ("probabilities", "probability", "p")
+
+
+def _gate_blocks(raw: Any) -> list[dict[str, Any]] | None:
+    """The file's block list if every entry is an object with index = position, kind, level and side."""
+    if not isinstance(raw, list) or not raw:
+        return None
+    for i, b in enumerate(raw):
+        if not isinstance(b, dict) or b.get("index") != i:
+            return None
+        level_ok = b.get("level") == "mid" or isinstance(b.get("level"), int)
+        if not (level_ok and b.get("kind") in ("resnet", "transformer") and b.get("side") in ("down", "mid", "up")):
+            return None
+    return [dict(b) for b in raw]
+
+
+def read_gates(checkpoints: Path, total: int | None = None) -> GatesRecord:
+    """The gates record of ``<checkpoints>/temporal-pruning/`` (or its stage.json ``extra.gates``).
+
+    Reads the file the training code writes (``explorer.training.path``: kept, n, total, pruned_fraction,
+    importance, probability, blocks, history, scheme) and the hand-written format of docs/app.md. The number
+    of temporal blocks is ``total`` when given (the file must agree), else the file's ``total``, its ``blocks``,
+    the stage's scale (stage.json) or the length of its importance/probability list, in that order.
+    """
+    from explorer.models import UNET_CONFIGS
+
     folder = Path(checkpoints) / "temporal-pruning"
     data: Any = None
     file = None
@@ -1305,24 +1408,61 @@ def read_gates(checkpoints: Path, total: int = 38) -> GatesRecord:
             if err is not None:
                 return GatesRecord(False, err, file)
             break
-    if data is None:
-        rec, _ = read_json(folder / "stage.json")
-        if isinstance(rec, dict) and isinstance((rec.get("extra") or {}).get("gates"), dict):
-            data, file = rec["extra"]["gates"], str(folder / "stage.json")
+    stage_rec, _ = read_json(folder / "stage.json") if (folder / "stage.json").is_file() else (None, None)
+    stage_rec = stage_rec if isinstance(stage_rec, dict) else {}
+    if data is None and isinstance((stage_rec.get("extra") or {}).get("gates"), dict):
+        data, file = stage_rec["extra"]["gates"], str(folder / "stage.json")
     if data is None:
         return GatesRecord(False, f"no gates file in {folder} (expected one of {', '.join(GATES_FILES)})")
     if not isinstance(data, dict):
         return GatesRecord(False, f"{file}: expected a JSON object", file)
-    imp = _floats(data.get("importance", data.get("importances", data.get("q"))), total)
-    prob = _floats(data.get("probabilities", data.get("p")), total)
-    kept_raw = data.get("kept", data.get("kept_blocks"))
+    scale = str(data.get("scale") or stage_rec.get("scale") or "") or None
+    raw_imp, raw_prob = _first(data, *IMPORTANCE_KEYS), _first(data, *PROBABILITY_KEYS)
+    blocks = _gate_blocks(data.get("blocks"))
+    if data.get("blocks") is not None and blocks is None:
+        return GatesRecord(False, f"{file}: 'blocks' must list one object per temporal block (index = position, "
+                                  "kind, level, side)", file)
+    file_total = data.get("total")
+    if file_total is not None and not (isinstance(file_total, int) and file_total > 0):
+        return GatesRecord(False, f"{file}: 'total' must be a positive whole number", file)
+    found = [("the file's 'total'", file_total), ("the file's 'blocks'", len(blocks) if blocks else None)]
+    if scale in UNET_CONFIGS:
+        found.append((f"the {scale} UNet", temporal_block_count(scale)))
+    if total is not None:
+        found.insert(0, ("expected", int(total)))
+    known = [(what, v) for what, v in found if v is not None]
+    if not known:
+        lengths = {len(v) for v in (raw_imp, raw_prob) if isinstance(v, list) and v}
+        if len(lengths) == 1 and scale_for_count(next(iter(lengths))) is not None:
+            known = [("the importance/probability lists", lengths.pop())]
+    if not known:
+        return GatesRecord(False, f"{file}: cannot tell the number of temporal blocks: give 'total' or 'blocks', or "
+                                  "'importance'/'probabilities' as long as a known UNet's block count "
+                                  f"({temporal_block_count('full')} full SVD, {temporal_block_count('tiny')} tiny)",
+                           file)
+    total = known[0][1]
+    clash = [f"{what} = {v}" for what, v in known if v != total]
+    if clash:
+        return GatesRecord(False, f"{file}: {known[0][0]} = {total} temporal blocks, but {', '.join(clash)}", file)
+    imp = _floats(raw_imp, total)
+    prob = _floats(raw_prob, total)
+    for name, raw, val in (("importance", raw_imp, imp), ("probabilities", raw_prob, prob)):
+        if raw is not None and val is None:
+            return GatesRecord(False, f"{file}: '{name}' must be {total} finite numbers", file)
+    kept_raw = _first(data, "kept", "kept_blocks")
     kept = None
-    if isinstance(kept_raw, list) and all(isinstance(i, int) and 0 <= i < total for i in kept_raw):
-        kept = sorted(set(kept_raw))
+    if kept_raw is not None:
+        if not (isinstance(kept_raw, list) and all(isinstance(i, int) and not isinstance(i, bool)
+                                                   and 0 <= i < total for i in kept_raw)):
+            return GatesRecord(False, f"{file}: 'kept' must be block indices in 0..{total - 1}", file)
+        kept = sorted(set(kept_raw)) or None
     if imp is None and prob is None and kept is None:
         return GatesRecord(False, f"{file}: needs 'importance' or 'probabilities' ({total} numbers) or 'kept'", file)
     n = data.get("n")
     n = int(n) if isinstance(n, int) and 0 < n <= total else (len(kept) if kept else None)
+    frac = _num(data.get("pruned_fraction"))
+    if n is None and frac is not None and 0 <= frac < 1:
+        n = registry.kept_count(total, frac)
     if prob is None and imp is not None and n:
         import torch
 
@@ -1338,15 +1478,21 @@ def read_gates(checkpoints: Path, total: int = 38) -> GatesRecord:
         if not isinstance(h, dict):
             continue
         step = _num(h.get("step"))
-        hp = _floats(h.get("probabilities", h.get("p")), total)
-        hi = _floats(h.get("importance", h.get("importances", h.get("q"))), total)
+        hp = _floats(_first(h, *PROBABILITY_KEYS), total)
+        hi = _floats(_first(h, *IMPORTANCE_KEYS), total)
         if step is not None and (hp is not None or hi is not None):
             history.append({"step": step, "probabilities": hp, "importance": hi})
-    return GatesRecord(True, "", file, n, imp, prob, kept, history, str(data.get("scale") or "") or None)
+    if scale is None:
+        scale = scale_for_count(total)
+    scheme = data.get("scheme")
+    return GatesRecord(True, "", file, n, imp, prob, kept, history, scale, total, blocks,
+                       frac if frac is not None and 0 <= frac < 1 else None,
+                       str(scheme) if isinstance(scheme, str) else None)
 
 
 def temporal_layout(scale: str = "full") -> list[dict[str, Any]]:
-    """The 38 temporal blocks (index, kind, level, side, path, channels) of the unpruned architecture (meta)."""
+    """The temporal blocks (index, kind, level, side, path, channels) of the unpruned architecture at ``scale``
+    (meta device): 38 for full SVD and micro, 33 for tiny."""
     from explorer.architecture import build_stage_unet
     from explorer.transforms.temporal_gates import temporal_blocks
 
@@ -1400,7 +1546,7 @@ def attention_widths(r: float, scale: str = "full") -> list[dict[str, Any]]:
 __all__ = [
     "ACCOUNTING", "MEASURED", "PAPER", "ESTIMATE", "PLACEHOLDER_NOTE", "NOT_FINETUNED", "CheckedImage", "Common",
     "Entry", "FlopsService", "GatesRecord", "ResultCache", "StageCatalog", "StageOutcome", "StageRequest",
-    "WorkLock", "attention_widths", "check_image", "compose", "entry_flops", "read_ablations", "read_gates",
-    "read_json", "read_latency", "read_metrics", "run_stage", "structural_order", "temporal_layout",
-    "zero_shot_kept",
+    "WorkLock", "attention_widths", "check_image", "compose", "default_kept", "entry_flops", "pruned_fraction",
+    "read_ablations", "read_gates", "read_json", "read_latency", "read_metrics", "run_stage", "scale_for_count",
+    "structural_order", "temporal_block_count", "temporal_layout", "zero_shot_kept",
 ]

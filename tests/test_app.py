@@ -230,7 +230,11 @@ def test_base_pipeline_variants_offline(tmp_path: Path, photo: str) -> None:
         assert [k for k in c.catalog.keys() if k.startswith("base/")] == [
             "base/svd", "base/svd-512", "base/optimized-xattn", "base/prune-zs", "base/funnels-zs"]
         assert "not finetuned" in banner(c)
+        assert c.catalog.base_temporal_blocks() == 38  # from the hub folder's unet/config.json, nothing loaded
         table = [[k, 1, 1.0, 1.0, ""] for k in ("base/svd-512", "base/prune-zs", "base/funnels-zs")]
+        with pytest.raises(gr.Error, match="1..38"):
+            next(tab_compare.compare_impl(c, photo, ["base/prune-zs"], table, 0, False, 127, 7, 0.02, 39, "blend",
+                                          0.5))
         *_, last = tab_compare.compare_impl(
             c, photo, ["base/svd-512", "base/prune-zs", "base/funnels-zs", "svd"], table, 0, False, 127, 7, 0.02, 5,
             "blend", 0.5)
@@ -297,6 +301,31 @@ def test_records_are_read_defensively(tmp_path: Path) -> None:
     assert g.ok and len(g.kept) == 11 and sum(g.probabilities) == pytest.approx(11, abs=1e-6)
     assert [h["step"] for h in g.history] == [0, 10]
     assert set(g.kept) == set(sorted(range(38), key=lambda i: (-q[i], i))[:11])
+    assert g.total == 38 and g.scale == "full"  # inferred from the list lengths; full and micro share the layout
+    assert not S.read_gates(ck, total=33).ok and "33" in S.read_gates(ck, total=33).reason
+
+    # the file explorer.training.path writes (tiny UNet: 33 temporal blocks, 'probability', 'blocks', 'kept')
+    layout = S.temporal_layout("tiny")
+    assert len(layout) == S.temporal_block_count("tiny") == 33 and S.default_kept(33) == 10
+    q = [float((5 * i) % 33) for i in range(33)]
+    kept = sorted(sorted(range(33), key=lambda i: -q[i])[:10])
+    rec = {"kept": kept, "n": 10, "total": 33, "pruned_fraction": 0.7, "importance": q,
+           "probability": [10 / 33] * 33, "blocks": layout,
+           "history": [{"step": s, "importance": q, "probability": [10 / 33] * 33} for s in (0, 5)],
+           "scheme": "p = projection of sigmoid(q)"}
+    (tp / "gates.json").write_text(json.dumps(rec))
+    g = S.read_gates(ck)
+    assert g.ok, g.reason
+    assert (g.total, g.n, g.kept, g.scale, g.pruned_fraction) == (33, 10, kept, "tiny", 0.7)
+    assert g.probabilities == [10 / 33] * 33 and len(g.blocks) == 33 and g.scheme.startswith("p =")
+    assert [h["step"] for h in g.history] == [0, 5] and g.history[1]["probabilities"] == [10 / 33] * 33
+    for bad, match in (({"total": 38}, "38"), ({"kept": [0, 33]}, "0..32"), ({"blocks": layout[:5]}, "33"),
+                       ({"probability": [0.5] * 38}, "probabilities"), ({"blocks": [{"index": 3}]}, "blocks")):
+        (tp / "gates.json").write_text(json.dumps({**rec, **bad}))
+        assert not S.read_gates(ck).ok and match in S.read_gates(ck).reason, (bad, S.read_gates(ck).reason)
+    (tp / "gates.json").write_text(json.dumps({"importance": q, "pruned_fraction": 0.7}))  # n from the fraction
+    g = S.read_gates(ck)
+    assert g.ok and g.n == 10 and g.kept == kept and g.scale == "tiny"
 
     ab = ck / "ablations"
     ab.mkdir()
@@ -334,6 +363,34 @@ def test_trained_gates_and_measured_points_are_shown(tmp_path: Path) -> None:
         assert fig.data and any(r[1] == "project (tiny)" for r in tab_tradeoff.table(pts))
     finally:
         c.close()
+
+
+def test_tiny_gates_use_the_tiny_layout(tmp_path: Path) -> None:
+    """Gates trained on the tiny UNet (33 temporal blocks) drive the tab at 33, the FLOPs mapped by module path."""
+    ck = tmp_path / "ck"
+    (ck / "temporal-pruning").mkdir(parents=True)
+    layout = S.temporal_layout("tiny")
+    q = [float((5 * i) % 33) for i in range(33)]
+    top = sorted(range(33), key=lambda i: (-q[i], i))
+    (ck / "temporal-pruning" / "gates.json").write_text(json.dumps(
+        {"kept": sorted(top[:10]), "n": 10, "total": 33, "pruned_fraction": 0.7, "importance": q, "blocks": layout,
+         "history": [{"step": 0, "importance": q, "probability": [10 / 33] * 33}]}))
+    c = AppContext.create(ck, placeholders="off")
+    try:
+        view = tab_gates.gate_view(c)
+        assert view["trained"] and (view["total"], view["n"], view["scale"]) == (33, 10, "tiny")
+        assert view["order"][:10] == top[:10]
+        structure, curve, live = tab_gates.slider_view(c, 40)  # clamped to the 33 blocks
+        assert "Keep 33 of 33" in live and "0% pruned" in live
+        structure, curve, live = tab_gates.slider_view(c, 10)
+        assert "Keep 10 of 33" in live and "of the tiny UNet" in live and "counted as pruned" in live
+        assert "Default n = 10" in live and len(structure.data) > 0
+        assert not any(d.name == "paper (Table 6)" and len(d.x) for d in curve.data)  # paper rows are SVD's 38
+    finally:
+        c.close()
+    with pytest.raises(gr.Error, match="0..32"):
+        tab_flops._kept("0,33", S.temporal_block_count("tiny"))
+    assert tab_flops._kept("0,37", S.temporal_block_count("full")) == [0, 37]
 
 
 def test_tab_views_with_and_without_records(ctx: AppContext, tmp_path: Path) -> None:
