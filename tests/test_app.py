@@ -38,13 +38,6 @@ STEPS1 = {"headers": tab_compare.TABLE_HEADERS,
           "data": [["svd-512", 1, 1.0, 3.0, ""], ["channel-funnels", 1, 1.0, 1.0, ""]]}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 @pytest.fixture(scope="module")
 def ctx(tmp_path_factory) -> AppContext:

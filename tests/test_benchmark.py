@@ -19,13 +19,6 @@ sys.modules["benchmark_script"] = bench  # dataclasses look their module up whil
 _spec.loader.exec_module(bench)  # type: ignore[union-attr]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 def test_micro_stages_write_valid_records_with_baseline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "cpu-micro.json"

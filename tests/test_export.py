@@ -18,13 +18,6 @@ from explorer.transforms.cross_attention import SingleTokenCrossAttention
 W, H, F = 32, 32, 4  # micro VAE factor 4 -> latent 8x8; 4 frames (2 after temporal multiscaling)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 def small_config() -> dict:
     """The micro config cut to two levels, one layer each: same block kinds, a quarter of the export time."""

@@ -15,15 +15,6 @@ from explorer import fvd_proxy as P
 from explorer import metrics as M
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small tensors: one thread is faster and leaves the shared 2-core machine alone."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _texture(h: int = 96, w: int = 192, seed: int = 0) -> torch.Tensor:
     """A smooth random colour texture (1, 3, H, W) in [-1, 1] with detail at every patch."""
     rng = np.random.default_rng(seed)

@@ -30,14 +30,6 @@ W, H, F = 32, 16, 3  # multiples of 8 px; latent 8x4 at the micro VAE's factor 4
 BASE = {"width": W, "height": H, "num_frames": F, "steps": 2, "min_guidance": 1.0, "max_guidance": 1.0}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Micro models are dominated by per-op overhead; one thread is faster and immune to a busy machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 @pytest.fixture(scope="module")
 def pipe():

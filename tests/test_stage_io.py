@@ -37,14 +37,6 @@ def _record(slug: str = "svd", **kw: object) -> StageRecord:
     return StageRecord(slug=slug, scale="micro", width=W, height=H, frames=F, steps=2, **kw)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Micro models are dominated by per-op overhead; one thread is faster and immune to a busy machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 def _same_weights(a, b) -> bool:
     sa, sb = a.state_dict(), b.state_dict()

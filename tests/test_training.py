@@ -15,14 +15,6 @@ from explorer.training.denoise import DenoiseConfig
 from explorer.training.vae import VAETrainConfig, psnr, train_vae
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_edm_matches_diffusers_scheduler() -> None:
     from explorer.components import build_scheduler
 
