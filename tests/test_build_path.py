@@ -44,4 +44,4 @@ def test_every_stage_exported_loads_and_generates(quick_path: Path) -> None:
 def test_rerun_skips_finished_stages(quick_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     report = build_path(Plan.quick(), quick_path / "ckpt", quick_path / "runs", progress=False)
     assert report == {}
-    assert capsys.readouterr().out.count("done already") == 11
+    assert capsys.readouterr().out.count("done already") == 12
