@@ -86,7 +86,9 @@ VAE_CONFIGS: dict[str, dict[str, Any]] = {
         "down_block_types": _DOWN3,
         "block_out_channels": (32, 64, 128),
         "layers_per_block": 1,
-        "latent_channels": 4,
+        # 8 latent channels: with 4, the small VAE plateaued near 20.5 dB on test photographs after 1300 steps
+        # (the floor is 26 dB); 8 channels at 4x halve the compression (16 px x 3 colours -> 8 numbers).
+        "latent_channels": 8,
         "sample_size": 256,
         "scaling_factor": 0.18215,
         "force_upcast": False,

@@ -67,6 +67,8 @@ TINY_UNET_CONFIG: dict[str, Any] = {
         "CrossAttnUpBlockSpatioTemporal",
         "UpBlockSpatioTemporal",
     ),
+    "in_channels": 16,  # 8 noisy + 8 conditioning latent channels (the tiny VAE has 8 latent channels)
+    "out_channels": 8,
     "block_out_channels": (32, 32, 64, 64),
     "addition_time_embed_dim": 64,
     "projection_class_embeddings_input_dim": 192,
