@@ -18,6 +18,8 @@ class AppContext:
     out_dir: Path
     checkpoints: Path
     examples: list[tuple[str, str]] = field(default_factory=list)  # (name, png path)
+    upload_roots: list[Path] | None = None  # set by the UI: image paths in requests must lie inside these
+    max_output_files: int = 256  # the output folder is pruned to this many files after each comparison
     stop: threading.Event = field(default_factory=threading.Event)
     warm_thread: threading.Thread | None = None
 

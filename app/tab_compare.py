@@ -7,6 +7,7 @@ import queue
 import random
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -17,6 +18,7 @@ from app.gpu import ON_ZEROGPU, generate_on_device
 from app.plots import fmt
 from explorer.app_support import (
     MAX_STAGES,
+    MAX_STEPS,
     NOT_FINETUNED,
     Common,
     StageOutcome,
@@ -24,8 +26,10 @@ from explorer.app_support import (
     check_image,
     compose,
     default_kept,
+    prune_outputs,
     pruned_fraction,
     run_stage,
+    shorten,
     temporal_block_count,
     upscale_note,
     validate_common,
@@ -74,8 +78,13 @@ def parse_table(value: Any) -> dict[str, dict[str, Any]]:
         rows = value.values.tolist()
     elif isinstance(value, dict):
         rows = value.get("data") or []
-    else:
+    elif isinstance(value, (list, tuple)):
         rows = list(value)
+    else:
+        raise gr.Error("settings must be a table {'headers': [...], 'data': [[stage, steps, min guidance, "
+                       "max guidance, ...], ...]} or null")
+    if not isinstance(rows, (list, tuple)):
+        raise gr.Error("settings: 'data' must be a list of rows")
     out: dict[str, dict[str, Any]] = {}
     for row in rows:
         if not isinstance(row, (list, tuple)) or not row or not str(row[0]).strip():
@@ -92,8 +101,9 @@ def _cell(row: Sequence[Any], i: int, cast: type, key: str) -> Any:
         return None if v in (None, "") else cast(float(v))
     except IndexError:
         return None
-    except (TypeError, ValueError):
-        raise gr.Error(f"settings table, stage {key}: '{row[i]}' is not a number") from None
+    except (TypeError, ValueError, OverflowError):
+        raise gr.Error(f"settings table, stage {shorten(key, 40)}: '{shorten(row[i], 40)}' is not a "
+                       "number") from None
 
 
 def table_rows(ctx: AppContext, stages: list[str] | None, current: Any = None) -> list[list[Any]]:
@@ -228,13 +238,17 @@ def preview(ctx: AppContext, image: Any, stages: list[str] | None) -> tuple[list
     if image is None:
         return [], "Upload an image or pick an example."
     try:
-        checked = check_image(image)
+        checked = check_image(image, ctx.upload_roots)
     except ImageInputError as exc:
         raise gr.Error(f"Cannot use this image: {exc}") from None
+    if isinstance(stages, str):
+        stages = [stages]
+    if stages is not None and not isinstance(stages, (list, tuple)):
+        raise gr.Error("stages must be a list of stage names")
     sizes: dict[tuple[int, int], list[str]] = {}
-    for key in stages or list(DEFAULT_STAGES):
+    for key in (stages or list(DEFAULT_STAGES))[:MAX_STAGES]:
         try:
-            rec = ctx.catalog.entry(key).record
+            rec = ctx.catalog.entry(str(key)).record
         except KeyError:
             continue
         if rec is not None:
@@ -263,11 +277,13 @@ def compare_impl(
 ) -> Iterator[tuple[Any, ...]]:
     """Generate every selected stage (streaming a per-stage progress board), then compose the comparison."""
     try:
-        checked = check_image(image)
+        checked = check_image(image, ctx.upload_roots)
     except ImageInputError as exc:
         raise gr.Error(f"Cannot use this image: {exc}") from None
     if isinstance(stages, str):
         stages = [s for s in stages.split(",") if s.strip()]
+    if stages is not None and not isinstance(stages, (list, tuple)):
+        raise gr.Error("stages must be a list of stage names")
     stages = [str(s).strip() for s in (stages or [])]
     if not stages:
         raise gr.Error("Select at least one stage.")
@@ -282,6 +298,10 @@ def compare_impl(
     order = {k: i for i, k in enumerate(ctx.catalog.entries)}
     keys = sorted(dict.fromkeys(keys), key=lambda k: order.get(k, 999))  # path order, whatever the click order
     overrides = parse_table(table)
+    for key, o in overrides.items():
+        if o.get("steps") is not None and not 1 <= o["steps"] <= MAX_STEPS:
+            raise gr.Error(f"Bad setting: steps must be in 1..{MAX_STEPS}, got {o['steps']} "
+                           f"(stage {shorten(key, 40)})")
     try:
         seed_val = random.randrange(0, 2**31 - 1) if bool(randomize) else int(float(seed if seed is not None else 0))
         common = validate_common(Common(seed=seed_val, motion_bucket_id=int(float(motion if motion is not None
@@ -291,8 +311,8 @@ def compare_impl(
         zs_total = ctx.catalog.base_temporal_blocks() if "base/prune-zs" in keys else None
         zs = {"n": int(float(zs_n)) if zs_n is not None else (default_kept(zs_total) if zs_total else None),
               "heuristic": str(zs_heuristic or "blend"), "r": float(zs_r if zs_r is not None else 0.5)}
-    except (TypeError, ValueError) as exc:
-        raise gr.Error(f"Bad setting: {exc}") from None
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise gr.Error(f"Bad setting: {shorten(exc, 200)}") from None
     if zs_total is not None and not 1 <= zs["n"] <= zs_total:
         raise gr.Error(f"Bad setting: zero-shot pruning keeps 1..{zs_total} temporal blocks of the base UNet, "
                        f"got {zs['n']}")
@@ -362,12 +382,13 @@ def compare_impl(
     thread.join()
     order = {k: i for i, k in enumerate(keys)}
     outcomes.sort(key=lambda o: order[o.key])
-    tag = f"{checked.digest[:10]}-{common.seed}-{int(time.time() * 1000) % 10**8}"
+    tag = f"{checked.digest[:10]}-{common.seed}-{uuid.uuid4().hex[:12]}"  # unique: outputs never overwritten
     sbs = grid = None
     try:
         sbs, grid = compose(outcomes, ctx.out_dir, common.fps, tag)
     except Exception as exc:  # noqa: BLE001 - the per-stage videos are still shown
         gr.Warning(f"Could not compose the side-by-side video: {exc}")
+    prune_outputs(ctx.out_dir, ctx.max_output_files, keep=[sbs, grid] + [o.video for o in outcomes])
     headers, rows = stats_table(outcomes)
     summary = {
         "seed": common.seed, "image_sha256": checked.digest, "accounting": _accounting(),

@@ -10,7 +10,7 @@ import gradio as gr
 from app import plots
 from app.context import AppContext
 from explorer import stages as registry
-from explorer.app_support import ACCOUNTING, safe_name, temporal_block_count
+from explorer.app_support import ACCOUNTING, safe_name, shorten, temporal_block_count
 from explorer.models import UNET_CONFIGS
 
 SCALES = ["full", "tiny"]
@@ -48,8 +48,9 @@ def count(ctx: AppContext, slug: str, scale: str, width: Any, height: Any, frame
     """Cached per-layer FLOPs with user-facing errors."""
     try:
         slug = registry.resolve(str(slug))
-    except ValueError as exc:
-        raise gr.Error(str(exc)) from None
+    except ValueError:
+        raise gr.Error(f"unknown stage {shorten(repr(str(slug)), 60)}; valid stages: "
+                       f"{', '.join(registry.SLUGS)}") from None
     if scale not in SCALES:
         raise gr.Error(f"scale must be one of {SCALES}")
     kept_blocks = _kept(kept, temporal_block_count(scale))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import uuid
 from typing import Any
 
 import gradio as gr
@@ -20,6 +21,7 @@ from explorer.app_support import (
     check_image,
     compose,
     default_kept,
+    prune_outputs,
     pruned_fraction,
     read_gates,
     run_stage,
@@ -143,16 +145,17 @@ def reprune_impl(ctx: AppContext, image: Any, n: Any, seed: Any, motion: Any, fp
                  ) -> tuple[Any, ...]:
     """The trained temporal-pruning stage beside its parent re-pruned to the top-n blocks (not finetuned)."""
     try:
-        checked = check_image(image)
+        checked = check_image(image, ctx.upload_roots)
     except ImageInputError as exc:
         raise gr.Error(f"Cannot use this image (upload one on the Compare tab): {exc}") from None
     try:
         common = validate_common(Common(int(float(seed or 0)), int(float(motion or 127)), int(float(fps or 7)),
                                         float(noise if noise is not None else 0.02)))
-    except (TypeError, ValueError) as exc:
+        n = int(float(n))
+    except (TypeError, ValueError, OverflowError) as exc:
         raise gr.Error(f"Bad setting: {exc}") from None
     view = gate_view(ctx)
-    n = max(1, min(view["total"], int(float(n))))
+    n = max(1, min(view["total"], n))
     kept = sorted(view["order"][:n])
     outs: list[StageOutcome] = []
     trained = run_stage(ctx.catalog, ctx.flops, ctx.results, ctx.out_dir, checked, StageRequest("temporal-pruning"),
@@ -171,7 +174,9 @@ def reprune_impl(ctx: AppContext, image: Any, n: Any, seed: Any, motion: Any, fp
         o.label = f"{SOURCE_STAGE} re-pruned to {n} blocks (zero-shot)"
         o.note = "not finetuned"
         outs.append(o)
-    sbs, _ = compose(outs, ctx.out_dir, common.fps, f"reprune-{checked.digest[:8]}-{n}-{common.seed}")
+    sbs, _ = compose(outs, ctx.out_dir, common.fps,
+                     f"reprune-{checked.digest[:8]}-{n}-{common.seed}-{uuid.uuid4().hex[:12]}")
+    prune_outputs(ctx.out_dir, ctx.max_output_files, keep=[sbs] + [o.video for o in outs])
     cards = "".join(card_html(o) for o in outs)
     return sbs, f'<div class="mvd-cardrow">{cards}</div>'
 

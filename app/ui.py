@@ -110,7 +110,12 @@ def build_app(
 ) -> gr.Blocks:
     """Build the UI. ``placeholders``: 'auto' (random stages only when no stage folder exists), 'all', 'off'."""
     ctx = ctx or AppContext.create(checkpoints, base, placeholders, placeholder_scale, cache_dir)
-    with gr.Blocks(title="MobileVD Explorer", fill_width=False) as demo:
+    if ctx.upload_roots is None:  # a request may only name files gradio received (uploads) or the app wrote
+        from gradio.utils import get_upload_folder
+
+        ctx.upload_roots = [Path(get_upload_folder()), ctx.out_dir]
+    # gradio's own copies of uploads and outputs: deleted hourly once older than an hour
+    with gr.Blocks(title="MobileVD Explorer", fill_width=False, delete_cache=(3600, 3600)) as demo:
         gr.HTML(HEAD)
         banner_html = gr.HTML(banner(ctx))
         gr.Markdown(f"**Cost accounting (everywhere):** {ACCOUNTING}. Each number carries its source: "

@@ -44,7 +44,13 @@ ACCOUNTING = (
 )
 MIN_INPUT_SIDE = 32  # px: below this the crop/upscale is meaningless
 MAX_STAGES = 10  # stages per comparison (result cards)
+MAX_STEPS = 500  # denoising steps per stage and request
+MAX_OUTPUT_FILES = 256  # files kept in the app's output folder (oldest deleted first; examples are kept)
 GATES_FILES = ("gates.json", "gates_history.json", "gate_history.json")
+# Random-weight builds seed torch's *global* CPU generator; two threads building at once (the background loader
+# and a request) would interleave their draws and give different weights on every start. One build at a time,
+# each from a fixed seed, makes placeholders (hence their videos) identical across requests and restarts.
+SEEDED_BUILD = threading.Lock()
 
 Kind = Literal["trained", "placeholder", "base", "zero-shot"]
 Status = Literal["pending", "loading", "ready", "unavailable"]
@@ -78,6 +84,12 @@ def _num(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return out if math.isfinite(out) else None
+
+
+def shorten(text: Any, limit: int = 80) -> str:
+    """``text`` for an error message: at most ``limit`` characters (a request can carry megabytes)."""
+    s = str(text)
+    return s if len(s) <= limit else s[: limit - 3] + "..."
 
 
 def safe_name(text: str) -> str:
@@ -169,7 +181,30 @@ def image_path_of(value: Any) -> Any:
     return path if isinstance(path, str) else value
 
 
-def check_image(value: Any) -> CheckedImage:
+def confine_path(src: Any, roots: Sequence[str | Path] | None) -> Any:
+    """``src`` unchanged when it is not a file path or lies inside one of ``roots``; otherwise refused.
+
+    Requests name files by path (gradio's upload cache); a crafted request could name any file on the server
+    (``/etc/passwd``, ``../../secret.png``). Paths are resolved (symlinks, ``..``) before the check."""
+    from explorer.pipeline import ImageInputError
+
+    if roots is None or not isinstance(src, (str, os.PathLike)):
+        return src
+    try:
+        real = Path(src).resolve(strict=False)
+    except (OSError, RuntimeError, ValueError):
+        raise ImageInputError("file is not inside the app's upload folder") from None
+    for root in roots:
+        try:
+            real.relative_to(Path(root).resolve())
+            return src
+        except ValueError:
+            continue
+    raise ImageInputError("file is not inside the app's upload folder (upload the image instead of naming a "
+                          "server path)")
+
+
+def check_image(value: Any, roots: Sequence[str | Path] | None = None) -> CheckedImage:
     """Validate an uploaded image; raises ``explorer.pipeline.ImageInputError`` with a readable message.
 
     Refused: no image, not an image, corrupt/truncated, above the pixel limit (checked from the header), smaller
@@ -183,6 +218,7 @@ def check_image(value: Any) -> CheckedImage:
     src = image_path_of(value)
     if src is None or (isinstance(src, str) and not src):
         raise ImageInputError("no image: upload one or pick an example")
+    src = confine_path(src, roots)
     mode, size = "?", (0, 0)
     try:  # header only, to describe the original (load_image decodes and validates)
         if isinstance(src, (str, os.PathLike)):
@@ -462,7 +498,7 @@ class StageCatalog:
             except ValueError:
                 pass
         if key not in self.entries:
-            raise KeyError(f"unknown stage {key!r}; known: {', '.join(self.entries)}")
+            raise KeyError(f"unknown stage {shorten(repr(key), 60)}; known: {', '.join(self.entries)}")
         return self.entries[key]
 
     def status_rows(self) -> list[dict[str, Any]]:
@@ -550,7 +586,8 @@ class StageCatalog:
 
         with self._meta_lock:
             if self._shared is None:
-                comps = build_components(self.placeholder_scale, seed=0, device=self.device, dtype=self.dtype)
+                with SEEDED_BUILD:
+                    comps = build_components(self.placeholder_scale, seed=0, device=self.device, dtype=self.dtype)
                 comps.pop("unet")
                 self._shared = comps
             return self._shared
@@ -563,7 +600,9 @@ class StageCatalog:
         from explorer.components import build_scheduler
 
         shared = self._shared_components()
-        unet, info = build_stage_unet(e.slug, self.placeholder_scale, device="cpu", seed=0)
+        with SEEDED_BUILD, torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)  # transforms that add layers draw from the global generator too
+            unet, info = build_stage_unet(e.slug, self.placeholder_scale, device="cpu", seed=0)
         if self.device != "cpu" or self.dtype != torch.float32:  # .to() with nothing to do makes diffusers warn
             unet = unet.to(device=self.device, dtype=self.dtype)
         unet = unet.eval()
@@ -1035,11 +1074,11 @@ def identity_of(e: Entry, record: Any) -> str:
 
 def stage_settings(record: Any, req: StageRequest, common: Common) -> dict[str, Any]:
     """The generation arguments of one stage: the request's overrides on top of the stage record's defaults."""
-    steps = int(req.steps) if req.steps else int(record.steps)
+    steps = int(req.steps) if req.steps is not None else int(record.steps)
     ming = float(req.min_guidance) if req.min_guidance is not None else float(record.min_guidance)
     maxg = float(req.max_guidance) if req.max_guidance is not None else float(record.max_guidance)
-    if steps < 1 or steps > 500:
-        raise ValueError(f"steps must be in 1..500, got {steps}")
+    if steps < 1 or steps > MAX_STEPS:
+        raise ValueError(f"steps must be in 1..{MAX_STEPS}, got {steps}")
     if not (math.isfinite(ming) and math.isfinite(maxg)) or ming < 0 or maxg > 30 or ming > maxg:
         raise ValueError(f"guidance must satisfy 0 <= min <= max <= 30, got {ming}..{maxg}")
     return {
@@ -1162,6 +1201,29 @@ def outcome_stats(e: Entry, record: Any, result: Any, tf: dict[str, Any], catalo
                 stats[name] = {"value": metrics[name], "unit": f"on {metrics.get('clips')} test clips",
                                "source": f"{MEASURED} (scripts/evaluate.py, metrics.json)"}
     return stats
+
+
+def prune_outputs(out_dir: Path, max_files: int = MAX_OUTPUT_FILES, keep: Sequence[str | Path] = ()) -> int:
+    """Bound the output folder: delete the oldest files (by mtime) beyond ``max_files``; the bundled examples
+    (``example-*``) and the paths in ``keep`` (this request's outputs) are never deleted. Returns how many
+    files were deleted. A deleted video that is still in the result cache is regenerated on its next use."""
+    kept = {str(Path(k)) for k in keep if k}
+    files = []
+    for f in Path(out_dir).iterdir() if Path(out_dir).is_dir() else []:
+        if f.is_file() and not f.name.startswith("example-") and str(f) not in kept:
+            try:
+                files.append((f.stat().st_mtime_ns, f))
+            except OSError:
+                continue
+    excess = len(files) + len(kept) - max(0, int(max_files))
+    removed = 0
+    for _, f in sorted(files)[: max(0, excess)]:
+        try:
+            f.unlink()
+            removed += 1
+        except OSError:
+            pass
+    return removed
 
 
 def compose(outcomes: Sequence[StageOutcome], out_dir: Path, fps: int, tag: str) -> tuple[str | None, str | None]:
