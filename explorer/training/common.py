@@ -143,8 +143,10 @@ class Checkpointer:
         for name, model in models.items():
             model.load_state_dict(load_file(str(self.folder / f"{name}.safetensors")))
         for name, opt in (optimizers or {}).items():
-            _unflatten_optimizer(opt, load_file(str(self.folder / f"optim_{name}.safetensors")),
-                                 record["optimizers"][name])
+            path = self.folder / f"optim_{name}.safetensors"
+            if not path.exists():  # a weights-only snapshot (e.g. committed to git): Adam restarts its moments
+                continue
+            _unflatten_optimizer(opt, load_file(str(path)), record["optimizers"][name])
         return record
 
     def load_tensors(self, name: str) -> dict[str, torch.Tensor]:
