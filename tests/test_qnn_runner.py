@@ -76,7 +76,7 @@ def test_dry_run_qnn_sdk(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> 
 def test_dry_run_onnxruntime(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     out = _dry(capsys, tmp_path, "--backend", "onnxruntime", "--scale", "tiny", "--stages", "svd-512,mobilevd")
     assert out.count("onnxruntime.InferenceSession(") == 2 and "CPUExecutionProvider" in out
-    assert "sample=(1, 14, 8, 16, 32)" in out  # tiny: 128x64 px, VAE factor 4
+    assert "sample=(1, 14, 16, 16, 32)" in out  # tiny: 128x64 px, VAE factor 4, 8 + 8 latent channels
     assert "compare the onnxruntime output with torch" in out and "cpu-tiny.json" in out
 
 
