@@ -1329,10 +1329,17 @@ def _latency_row(rec: dict[str, Any], file: str) -> dict[str, Any]:
 def read_latency(checkpoints: Path) -> tuple[list[dict[str, Any]], list[str]]:
     """Rows of ``<checkpoints>/latency/*.json`` (a record, a list of records, or {'records': [...]})."""
     folder = Path(checkpoints) / "latency"
-    rows: list[dict[str, Any]] = []
-    problems: list[str] = []
     if not folder.is_dir():
-        return rows, [f"no latency records yet ({folder} does not exist)"]
+        return [], [f"no latency records yet ({folder} does not exist)"]
+    found, problems = _record_files(folder, "stage")
+    return [_latency_row(rec, path.name) for path, rec in found], problems
+
+
+def _record_files(folder: Path, required: str) -> tuple[list[tuple[Path, dict[str, Any]]], list[str]]:
+    """(path, record) of every record in ``folder/*.json`` (a record, a list, or {'records': [...]}) that has a
+    ``required`` field, and a problem line for every file or record that cannot be used."""
+    found: list[tuple[Path, dict[str, Any]]] = []
+    problems: list[str] = []
     for path in sorted(folder.glob("*.json")):
         data, err = read_json(path)
         if err is not None:
@@ -1341,11 +1348,11 @@ def read_latency(checkpoints: Path) -> tuple[list[dict[str, Any]], list[str]]:
         recs = data.get("records") if isinstance(data, dict) and "records" in data else data
         recs = recs if isinstance(recs, list) else [recs]
         for i, rec in enumerate(recs):
-            if not isinstance(rec, dict) or not rec.get("stage"):
-                problems.append(f"{path} record {i}: not an object with a 'stage'")
+            if not isinstance(rec, dict) or not rec.get(required):
+                problems.append(f"{path} record {i}: not an object with a '{required}'")
                 continue
-            rows.append(_latency_row(rec, path.name))
-    return rows, problems
+            found.append((path, rec))
+    return found, problems
 
 
 def paper_latency_rows() -> list[dict[str, Any]]:
@@ -1373,28 +1380,18 @@ def read_ablations(checkpoints: Path) -> tuple[list[dict[str, Any]], list[str]]:
     """Project ablation records ``<checkpoints>/ablations/*.json`` (format in docs/app.md)."""
     folder = Path(checkpoints) / "ablations"
     rows: list[dict[str, Any]] = []
-    problems: list[str] = []
     if not folder.is_dir():
         return rows, [f"no project ablation records yet ({folder} does not exist)"]
-    for path in sorted(folder.glob("*.json")):
-        data, err = read_json(path)
-        if err is not None:
-            problems.append(err)
-            continue
-        recs = data.get("records") if isinstance(data, dict) and "records" in data else data
-        recs = recs if isinstance(recs, list) else [recs]
-        for i, rec in enumerate(recs):
-            if not isinstance(rec, dict) or not rec.get("label"):
-                problems.append(f"{path} record {i}: not an object with a 'label'")
-                continue
-            rows.append({
-                "table": str(rec.get("table") or ""), "label": str(rec["label"]),
-                "config": rec.get("config") if isinstance(rec.get("config"), dict) else {},
-                "fvd_proxy": _num(rec.get("fvd_proxy")), "tflops": _num(rec.get("tflops")),
-                "first_frame_psnr": _num(rec.get("first_frame_psnr")),
-                "motion_spearman": _num(rec.get("motion_spearman")),
-                "source": str(rec.get("source") or f"{MEASURED} ({path.name})"), "file": path.name,
-            })
+    found, problems = _record_files(folder, "label")
+    for path, rec in found:
+        rows.append({
+            "table": str(rec.get("table") or ""), "label": str(rec["label"]),
+            "config": rec.get("config") if isinstance(rec.get("config"), dict) else {},
+            "fvd_proxy": _num(rec.get("fvd_proxy")), "tflops": _num(rec.get("tflops")),
+            "first_frame_psnr": _num(rec.get("first_frame_psnr")),
+            "motion_spearman": _num(rec.get("motion_spearman")),
+            "source": str(rec.get("source") or f"{MEASURED} ({path.name})"), "file": path.name,
+        })
     return rows, problems
 
 

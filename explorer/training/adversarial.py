@@ -18,7 +18,6 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,8 +30,7 @@ from tqdm.auto import tqdm
 from transformers import CLIPVisionModelWithProjection
 
 from explorer import data, edm
-from explorer.cpu_speed import use_fast_temporal_convs
-from explorer.training.common import EMA, Checkpointer, JsonlLog, lr_at
+from explorer.training.common import EMA, Checkpointer, JsonlLog, lr_at, start_run
 from explorer.training.denoise import Conditioning, encode_batch
 
 # ----------------------------------------------------------------------------------------------------------
@@ -251,16 +249,7 @@ def train_adversarial(
     to the generator loss (e.g. L1 on blend weights); ``on_log(step)`` returns extra values to log (e.g. gate
     probabilities) and ``extra_state`` modules are checkpointed with the run.
     """
-    from accelerate import Accelerator
-
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if accelerator.device.type == "cpu":
-        for m in (unet, teacher, vae):
-            use_fast_temporal_convs(m)
+    _, out = start_run(cfg.out, cfg.threads, (unet, teacher, vae))
     vae.requires_grad_(False).eval()
     image_encoder.requires_grad_(False).eval()
     image_dim = image_encoder.config.projection_dim

@@ -53,6 +53,24 @@ class EMA:
         model.load_state_dict({k: v.to(dtype=model.state_dict()[k].dtype) for k, v in self.shadow.items()})
 
 
+def start_run(out: str | Path, threads: int, cpu_models: Iterable[nn.Module]) -> tuple[Any, Path]:
+    """(Accelerator, run folder) for a training run; on the CPU, the exact fast temporal convolutions are
+    switched on for ``cpu_models`` (explorer.cpu_speed)."""
+    from accelerate import Accelerator
+
+    from explorer.cpu_speed import use_fast_temporal_convs
+
+    if threads:
+        torch.set_num_threads(threads)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    if accelerator.device.type == "cpu":
+        for model in cpu_models:
+            use_fast_temporal_convs(model)
+    return accelerator, folder
+
+
 def lr_at(step: int, base_lr: float, warmup: int, total: int, min_ratio: float = 0.1) -> float:
     """Linear warm-up then cosine decay to ``min_ratio * base_lr``."""
     if step < warmup:

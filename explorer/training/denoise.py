@@ -16,7 +16,6 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,8 +26,7 @@ from transformers import CLIPVisionModelWithProjection
 
 from explorer import data, edm
 from explorer.components import SVD_FEATURE_EXTRACTOR_CONFIG
-from explorer.cpu_speed import use_fast_temporal_convs
-from explorer.training.common import EMA, Checkpointer, JsonlLog, lr_at
+from explorer.training.common import EMA, Checkpointer, JsonlLog, lr_at, start_run
 
 
 @dataclass
@@ -145,16 +143,7 @@ def train_denoiser(
 
     Returns the EMA weights (state dicts) and the log path. The caller saves the stage folder.
     """
-    from accelerate import Accelerator
-
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if accelerator.device.type == "cpu":
-        use_fast_temporal_convs(unet)
-        use_fast_temporal_convs(vae)
+    accelerator, out = start_run(cfg.out, cfg.threads, (unet, vae))
     vae.requires_grad_(False).eval()
     image_encoder.requires_grad_(cfg.train_image_encoder)
     params = list(unet.parameters()) + (list(image_encoder.parameters()) if cfg.train_image_encoder else [])

@@ -30,7 +30,7 @@ def load_init(
     """(unet, image encoder, vae, info) to start from: a stage folder, a run folder (its EMA weights), or
     nothing (random UNet and image encoder, for the base model trained from scratch)."""
     info: dict[str, Any] = {"init": init}
-    if init and (Path(init) / "stage.json").exists() or (init and (Path(init) / "model_index.json").exists()):
+    if init and any((Path(init) / name).exists() for name in ("stage.json", "model_index.json")):
         pipe, record = load_stage(init)
         info["parent_record"] = record.to_dict()
         return pipe.unet, pipe.image_encoder, pipe.vae, info
