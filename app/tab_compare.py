@@ -21,6 +21,7 @@ from explorer.app_support import (
     MAX_STEPS,
     NOT_FINETUNED,
     Common,
+    RequestCancelled,
     StageOutcome,
     StageRequest,
     check_image,
@@ -38,6 +39,9 @@ from explorer.pipeline import ImageInputError
 
 TABLE_HEADERS = ["stage", "steps", "min guidance", "max guidance", "stage defaults"]
 DEFAULT_STAGES = ("svd", "channel-funnels")
+HEARTBEAT_S = 1.0  # longest time between two yields of a running comparison (e.g. while a model loads)
+CANCEL_JOIN_S = 2.0  # the worker stops within one denoising step; wait briefly (this runs on the event loop)
+
 SYNC_JS = """
 () => {
   const vids = Array.from(document.querySelectorAll('#mvd-cards video, #mvd-sbs video'));
@@ -331,17 +335,26 @@ def compare_impl(
                                                 "total": r.steps or 1} for r in requests}
     outcomes: list[StageOutcome] = []
 
+    cancelled = threading.Event()  # set when the client goes away (cancel, closed tab): stop, free the lock
+
     def worker() -> None:
         for req in requests:
+            if cancelled.is_set():
+                break
             events.put((req.key, {"state": "loading", "text": "loading model"}))
             t0 = time.perf_counter()
 
             def cb(done: int, total: int, key: str = req.key) -> None:
+                if cancelled.is_set():
+                    raise RequestCancelled("request cancelled by the client")
                 events.put((key, {"state": "running", "done": done, "total": total,
                                   "text": f"step {done}/{total}"}))
 
-            out = run_stage(ctx.catalog, ctx.flops, ctx.results, ctx.out_dir, checked, req, common,
-                            progress=None if ON_ZEROGPU else cb, generate_fn=generate_on_device)
+            try:
+                out = run_stage(ctx.catalog, ctx.flops, ctx.results, ctx.out_dir, checked, req, common,
+                                progress=None if ON_ZEROGPU else cb, generate_fn=generate_on_device)
+            except RequestCancelled:
+                break
             outcomes.append(out)
             dt = time.perf_counter() - t0
             text = {"done": f"done in {dt:.1f} s", "cached": "cached (instant)"}.get(
@@ -352,33 +365,12 @@ def compare_impl(
     thread = threading.Thread(target=worker, name="compare", daemon=True)
     thread.start()
     header = f"seed {common.seed} · {len(keys)} stage(s)"
-    skip = gr.skip()
-    finished = False
-    last = ""
-    while not finished:
-        try:
-            key, upd = events.get(timeout=0.3)
-            if not key:
-                finished = True
-            else:
-                board[key].update(upd)
-            while True:
-                key, upd = events.get_nowait()
-                if not key:
-                    finished = True
-                else:
-                    board[key].update(upd)
-        except queue.Empty:
-            pass
-        html_now = _board(keys, board, header)
-        if progress is not None:
-            n_done = sum(1 for b in board.values() if b["state"] in ("done", "cached", "unavailable", "failed"))
-            running = [k for k in keys if board[k]["state"] in ("loading", "running")]
-            desc = f"{running[0]}: {board[running[0]]['text']}" if running else "composing"
-            progress((n_done, len(keys)), desc=desc, unit="stages")
-        if html_now != last and not finished:
-            last = html_now
-            yield (html_now, skip, skip, skip, skip, skip, skip, skip, skip)
+    try:
+        yield from _follow(events, board, keys, header, progress)
+    finally:
+        if thread.is_alive():  # closed before the worker finished (client cancelled or went away)
+            cancelled.set()  # the worker stops at its next denoising step and releases the model lock
+            thread.join(timeout=CANCEL_JOIN_S)
     thread.join()
     order = {k: i for i, k in enumerate(keys)}
     outcomes.sort(key=lambda o: order[o.key])
@@ -404,6 +396,43 @@ def compare_impl(
 
     yield (_board(keys, board, header + " · finished"), sbs, grid, sbs, grid, pd.DataFrame(rows, columns=headers),
            summary, common.seed, state)
+
+
+def _follow(events: queue.Queue[tuple[str, dict[str, Any]]], board: dict[str, dict[str, Any]], keys: list[str],
+            header: str, progress: Any) -> Iterator[tuple[Any, ...]]:
+    """Stream the worker's events as progress-board updates until it reports the end."""
+    skip = gr.skip()
+    finished = False
+    last, last_yield = "", time.monotonic()
+    while not finished:
+        try:
+            key, upd = events.get(timeout=0.3)
+            if not key:
+                finished = True
+            else:
+                board[key].update(upd)
+            while True:
+                key, upd = events.get_nowait()
+                if not key:
+                    finished = True
+                else:
+                    board[key].update(upd)
+        except queue.Empty:
+            pass
+        html_now = _board(keys, board, header)
+        if progress is not None:
+            n_done = sum(1 for b in board.values() if b["state"] in ("done", "cached", "unavailable", "failed"))
+            running = [k for k in keys if board[k]["state"] in ("loading", "running")]
+            desc = f"{running[0]}: {board[running[0]]['text']}" if running else "composing"
+            progress((n_done, len(keys)), desc=desc, unit="stages")
+        if finished:
+            break
+        if html_now != last:
+            last, last_yield = html_now, time.monotonic()
+            yield (html_now, skip, skip, skip, skip, skip, skip, skip, skip)
+        elif time.monotonic() - last_yield > HEARTBEAT_S:  # lets the server close (cancel) us promptly
+            last_yield = time.monotonic()
+            yield (skip,) * 9
 
 
 def _accounting() -> str:

@@ -16,7 +16,7 @@ import gradio as gr
 
 from app import tab_compare, tab_flops, tab_funnels, tab_gates, tab_latency, tab_tradeoff
 from app.context import AppContext
-from explorer.app_support import ACCOUNTING, PLACEHOLDER_NOTE
+from explorer.app_support import ACCOUNTING, MAX_QUEUE, PLACEHOLDER_NOTE
 
 CSS = """
 .gradio-container {max-width: 1500px !important;}
@@ -107,8 +107,10 @@ def build_app(
     warm_flops: bool = True,
     cache_dir: str | None = None,
     ctx: AppContext | None = None,
+    queue_size: int = MAX_QUEUE,
 ) -> gr.Blocks:
-    """Build the UI. ``placeholders``: 'auto' (random stages only when no stage folder exists), 'all', 'off'."""
+    """Build the UI. ``placeholders``: 'auto' (random stages only when no stage folder exists), 'all', 'off'.
+    ``queue_size``: requests that may wait in the queue (beyond it they are refused with "queue is full")."""
     ctx = ctx or AppContext.create(checkpoints, base, placeholders, placeholder_scale, cache_dir)
     if ctx.upload_roots is None:  # a request may only name files gradio received (uploads) or the app wrote
         from gradio.utils import get_upload_folder
@@ -159,7 +161,7 @@ def build_app(
         for tab, handles in ((t_gates, gates), (t_funnels, funnels), (t_trade, trade), (t_lat, lat)):
             for fn, ins, outs in handles["load"]:
                 tab.select(fn, ins, outs, api_visibility="private", concurrency_id="flops")
-    demo.queue(default_concurrency_limit=1)
+    demo.queue(default_concurrency_limit=1, max_size=queue_size)
     demo.mvd_context = ctx  # type: ignore[attr-defined]
     ctx.start(preload=preload, warm=warm_flops, delay=float(os.environ.get("MOBILEVD_START_DELAY", "3")))
     return demo

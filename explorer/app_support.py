@@ -45,6 +45,7 @@ ACCOUNTING = (
 MIN_INPUT_SIDE = 32  # px: below this the crop/upscale is meaningless
 MAX_STAGES = 10  # stages per comparison (result cards)
 MAX_STEPS = 500  # denoising steps per stage and request
+MAX_QUEUE = 16  # requests waiting in the queue; more are refused ("queue is full") so memory stays bounded
 MAX_OUTPUT_FILES = 256  # files kept in the app's output folder (oldest deleted first; examples are kept)
 GATES_FILES = ("gates.json", "gates_history.json", "gate_history.json")
 # Random-weight builds seed torch's *global* CPU generator; two threads building at once (the background loader
@@ -111,6 +112,11 @@ def code_fingerprint() -> str:
     for p in sorted((base / "transforms").glob("*.py")):
         h.update(p.read_bytes())
     return h.hexdigest()[:16]
+
+
+class RequestCancelled(Exception):
+    """Raised from a generation's progress callback when its request was cancelled: stops the denoising loop
+    at the next step so the model lock and memory are released (nothing is cached or written)."""
 
 
 class WorkLock:
@@ -1145,6 +1151,8 @@ def run_stage(
                 motion_bucket_id=settings["motion_bucket_id"], fps=settings["fps"],
                 noise_aug_strength=settings["noise_aug_strength"], progress=progress,
             )
+    except RequestCancelled:
+        raise
     except Exception as exc:  # noqa: BLE001 - a failing stage must not take the others down
         traceback.print_exc()
         return StageOutcome(e.key, label, e.kind, note, "failed", reason=f"generation failed: {_reason(exc)}")
@@ -1603,6 +1611,7 @@ def attention_widths(r: float, scale: str = "full") -> list[dict[str, Any]]:
 
 
 __all__ = [
+    "RequestCancelled", "MAX_QUEUE",
     "ACCOUNTING", "MEASURED", "PAPER", "ESTIMATE", "PLACEHOLDER_NOTE", "NOT_FINETUNED", "CheckedImage", "Common",
     "Entry", "FlopsService", "GatesRecord", "ResultCache", "StageCatalog", "StageOutcome", "StageRequest",
     "WorkLock", "attention_widths", "check_image", "compose", "default_kept", "entry_flops", "pruned_fraction",

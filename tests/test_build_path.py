@@ -13,6 +13,17 @@ from explorer import stages as registry
 from explorer.pipeline import generate, load_stage
 from explorer.training.path import Plan, build_path
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"{name}_script", ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
 
 @pytest.fixture(scope="module")
 def quick_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -45,3 +56,49 @@ def test_rerun_skips_finished_stages(quick_path: Path, capsys: pytest.CaptureFix
     report = build_path(Plan.quick(), quick_path / "ckpt", quick_path / "runs", progress=False)
     assert report == {}
     assert capsys.readouterr().out.count("done already") == 12
+
+
+@pytest.mark.slow
+def test_compare_script_writes_playable_videos(quick_path: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from PIL import Image
+
+    from explorer.video import video_info
+    compare_main = _script("compare").main
+
+    img = tmp_path / "in.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 60, 3), dtype=np.uint8)).save(img)
+    rc = compare_main(["--image", str(img), "--stages", "svd,mobilevd", "--checkpoints", str(quick_path / "ckpt"),
+                       "--out", str(tmp_path / "cmp"), "--steps", "svd=2", "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [r["stage"] for r in out["stages"]] == ["svd", "channel-funnels"]
+    assert out["stages"][0]["nfe"] == 4 and out["stages"][1]["nfe"] == 1  # CFG: 2 per step
+    for path in [r["video"] for r in out["stages"]] + [out["side_by_side"]]:
+        info = video_info(path)
+        assert info.codec == "h264" and info.pix_fmt == "yuv420p" and info.frames == 14
+    assert Path(out["frame_grid"]).is_file()
+    assert compare_main(["--image", str(tmp_path / "nope.png"), "--checkpoints", str(quick_path / "ckpt"),
+                         "--out", str(tmp_path / "x")]) == 2
+    assert compare_main(["--image", str(img), "--stages", "svd,bogus", "--checkpoints", str(quick_path / "ckpt"),
+                         "--out", str(tmp_path / "x")]) == 2
+    assert "unknown stage" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_bench_generate_reports_ratios_measured_together(quick_path: Path, tmp_path: Path) -> None:
+    import json
+
+    bench_main = _script("bench_generate").main
+
+    out = tmp_path / "bench.json"
+    assert bench_main(["--stages", "svd,mobilevd", "--checkpoints", str(quick_path / "ckpt"), "--runs", "1",
+                       "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    rows = {r["stage"]: r for r in res["rows"]}
+    assert rows["svd"]["speedup_vs_svd"] == pytest.approx(1.0)
+    assert rows["svd"]["nfe"] == 2 * registry.get_stage("svd").steps and rows["channel-funnels"]["nfe"] == 1
+    assert rows["channel-funnels"]["speedup_vs_svd"] > 1
+    assert "tiny mobilevd >= 20x faster than tiny svd" in res["checks"]

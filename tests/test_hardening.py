@@ -362,16 +362,79 @@ def test_sequential_requests_do_not_grow_memory(server, client, photo: str, caps
     gc.collect()
     before = proc.memory_info().rss
     start = time.perf_counter()
-    for s in range(20):
+    for s in range(50):
         out = compare(client, photo, seed=3000 + s)
         assert out[6]["stages"][0]["status"] == "done"
     gc.collect()
     after = proc.memory_info().rss
     growth = (after - before) / 2**20
     with capsys.disabled():
-        print(f"\n20 sequential /compare: RSS {before / 2**20:.0f} MB -> {after / 2**20:.0f} MB "
+        print(f"\n50 sequential /compare: RSS {before / 2**20:.0f} MB -> {after / 2**20:.0f} MB "
               f"({growth:+.0f} MB), {time.perf_counter() - start:.1f} s")
     assert growth < 300
+
+
+def _slow_table(steps: int = 40) -> dict[str, Any]:
+    return {"headers": tab_compare.TABLE_HEADERS, "data": [[STAGE, steps, 1.0, 3.0, ""]]}  # CFG: 2 NFE per step
+
+
+def test_cancelled_request_frees_its_resources(server, client, photo: str, capsys) -> None:
+    from gradio_client import handle_file
+
+    demo, _ = server
+    ctx = demo.mvd_context
+    before_files = set(ctx.out_dir.iterdir())
+    job = client.submit(handle_file(photo), [STAGE], _slow_table(400), 5151, False, 127, 7, 0.02, 11, "blend",
+                        0.5, api_name="/compare")
+    deadline = time.time() + 60
+    while time.time() < deadline and not any(t.name == "compare" for t in threading.enumerate()):
+        time.sleep(0.05)
+    time.sleep(1.0)  # some denoising steps are under way
+    assert any(t.name == "compare" for t in threading.enumerate()), "the request never started"
+    t0 = time.perf_counter()
+    job.cancel()
+    while time.perf_counter() - t0 < 30 and any(t.name == "compare" for t in threading.enumerate()):
+        time.sleep(0.05)
+    stopped = time.perf_counter() - t0
+    assert not any(t.name == "compare" for t in threading.enumerate()), "the cancelled work kept running"
+    assert ctx.catalog.work._lock.acquire(timeout=5)  # the model lock is free again
+    ctx.catalog.work._lock.release()
+    new = {f.name for f in set(ctx.out_dir.iterdir()) - before_files}
+    assert not any("5151" in n for n in new), new  # nothing written for the cancelled request
+    out = compare(client, photo, seed=5152)  # the server serves the next request normally
+    assert out[7] == 5152 and out[6]["stages"][0]["status"] == "done"
+    with capsys.disabled():
+        print(f"\ncancelled a 400-step request mid-run: worker stopped {stopped:.2f} s after cancel; "
+              "lock free; next request served")
+
+
+def test_queue_is_bounded_and_overflow_is_refused_clearly(tmp_path: Path, photo: str, capsys) -> None:
+    from gradio_client import Client, handle_file
+
+    (tmp_path / "ck").mkdir()
+    demo, url = _launch(tmp_path / "ck", queue_size=2)
+    try:
+        client = Client(url, verbose=False)
+        jobs = [client.submit(handle_file(photo), [STAGE], _slow_table(30), 6000 + i, False, 127, 7, 0.02, 11,
+                              "blend", 0.5, api_name="/compare") for i in range(8)]
+        done, refused = [], []
+        for i, job in enumerate(jobs):
+            try:
+                out = job.result(timeout=300)
+                assert out[7] == 6000 + i
+                done.append(i)
+            except Exception as exc:  # noqa: BLE001 - gradio_client raises its own error types
+                assert "queue" in str(exc).lower() and "full" in str(exc).lower(), str(exc)
+                assert "Traceback" not in str(exc)
+                refused.append(i)
+        assert refused and len(done) >= 2, (done, refused)
+        assert compare(client, photo, seed=6100)[7] == 6100  # still serving afterwards
+        with capsys.disabled():
+            print(f"\nqueue of 2, 8 simultaneous requests: {len(done)} served, {len(refused)} refused "
+                  "('queue is full')")
+    finally:
+        demo.close()
+        demo.mvd_context.close()
 
 
 # ----------------------------------------------------------------------------------------------------------

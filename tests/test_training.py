@@ -86,6 +86,28 @@ def test_vae_training_step_and_resume(tmp_path: Path) -> None:
     assert rows
 
 
+def test_decoder_only_finetuning_keeps_the_latent_space(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from diffusers import AutoencoderKLTemporalDecoder
+
+    base = VAETrainConfig(out=str(tmp_path / "vae"), scale="micro", steps=1, clips_per_step=1, clip_frames=2,
+                          clip_size=(32, 16), crops_per_step=2, crop_size=(16, 16), ckpt_every=1, eval_images=2)
+    train_vae(base, progress=False)
+    parent = AutoencoderKLTemporalDecoder.from_pretrained(tmp_path / "vae" / "final")
+    cfg = replace(base, out=str(tmp_path / "dec"), steps=2, init=str(tmp_path / "vae" / "final"),
+                  train_encoder=False, lr=1e-2)
+    metrics = train_vae(cfg, progress=False)
+    child = AutoencoderKLTemporalDecoder.from_pretrained(tmp_path / "dec" / "final")
+    assert metrics["encoder_trained"] is False
+    assert child.config.scaling_factor == parent.config.scaling_factor
+    p_sd, c_sd = parent.state_dict(), child.state_dict()
+    for k in p_sd:
+        same = torch.equal(p_sd[k], c_sd[k])
+        assert same if k.startswith(("encoder.", "quant_conv.")) else True, k
+    assert any(not torch.equal(p_sd[k], c_sd[k]) for k in p_sd if k.startswith("decoder."))
+
+
 def test_psnr_known_values() -> None:
     a = torch.zeros(1, 3, 4, 4)
     assert psnr(a, a) > 100

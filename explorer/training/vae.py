@@ -5,6 +5,10 @@ samples every step: short windows of rendered training clips (so the temporal de
 without flicker) and random photograph crops at many scales (detail). No perceptual or adversarial loss: their
 networks cannot be downloaded here, and PSNR (the issue's floor) is what an MSE-type loss optimises.
 After training, the latent ``scaling_factor`` is re-estimated as 1 / std of the latents (SVD's convention).
+
+Decoder-only finetuning (``init`` + ``train_encoder=False``, as Stability finetuned SD's decoder): the encoder,
+hence the latent space and its scaling factor, stays fixed, so UNets trained on the latents of the frozen encoder
+stay valid while the decoder keeps improving (in parallel, on the other CPU core).
 """
 
 from __future__ import annotations
@@ -49,12 +53,16 @@ class VAETrainConfig:
     log_every: int = 25
     ckpt_every: int = 250
     eval_images: int = 16
+    init: str | None = None  # a saved VAE folder to start from
+    train_encoder: bool = True  # False: decoder-only finetuning, latent space and scaling factor kept
 
 
 def reconstruct(vae: AutoencoderKLTemporalDecoder, x: torch.Tensor, frames: int, sample: bool = False,
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                generator: torch.Generator | None = None,
+                encoder_grad: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """(reconstruction, KL) of images ``x`` (N, 3, H, W) in [-1, 1], N a multiple of ``frames``."""
-    dist = vae.encode(x).latent_dist
+    with torch.set_grad_enabled(encoder_grad and torch.is_grad_enabled()):
+        dist = vae.encode(x).latent_dist
     z = dist.sample(generator) if sample else dist.mode()
     rec = vae.decode(z, num_frames=frames).sample
     return rec, dist.kl().mean()
@@ -95,10 +103,14 @@ def train_vae(cfg: VAETrainConfig, progress: bool = True) -> dict[str, Any]:
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    vae = build_vae(cfg.scale, seed=cfg.seed)
+    vae = _initial_vae(cfg)
     if accelerator.device.type == "cpu":
         use_fast_temporal_convs(vae)
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
+    if not cfg.train_encoder:
+        vae.encoder.requires_grad_(False)
+        vae.quant_conv.requires_grad_(False)
+    trainable = [p for p in vae.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
     ema = EMA(vae, decay=cfg.ema_decay)
     ckpt = Checkpointer(out / "state")
     log = JsonlLog(out / "log.jsonl")
@@ -123,14 +135,16 @@ def train_vae(cfg: VAETrainConfig, progress: bool = True) -> dict[str, Any]:
         xi = torch.stack([data.make_image("train", base + i, size=cfg.crop_size, seed=cfg.seed)
                           for i in range(cfg.crops_per_step)])
         xc, xi = xc.to(accelerator.device), xi.to(accelerator.device)
-        rec_c, kl_c = reconstruct(vae, xc, cfg.clip_frames, sample=cfg.sample_latents, generator=gen)
-        rec_i, kl_i = reconstruct(vae, xi, 1, sample=cfg.sample_latents, generator=gen)
+        rec_c, kl_c = reconstruct(vae, xc, cfg.clip_frames, sample=cfg.sample_latents, generator=gen,
+                                  encoder_grad=cfg.train_encoder)
+        rec_i, kl_i = reconstruct(vae, xi, 1, sample=cfg.sample_latents, generator=gen,
+                                  encoder_grad=cfg.train_encoder)
         rec_loss = (F.l1_loss(rec_c, xc) + F.l1_loss(rec_i, xi)
                     + cfg.mse_weight * (F.mse_loss(rec_c, xc) + F.mse_loss(rec_i, xi)))
         loss = rec_loss + cfg.kl_weight * (kl_c + kl_i)
         opt.zero_grad(set_to_none=True)
         accelerator.backward(loss)
-        accelerator.clip_grad_norm_(vae.parameters(), 1.0)
+        accelerator.clip_grad_norm_(trainable, 1.0)
         opt.step()
         ema.update(accelerator.unwrap_model(vae))
         step += 1
@@ -144,13 +158,32 @@ def train_vae(cfg: VAETrainConfig, progress: bool = True) -> dict[str, Any]:
             ckpt.save(step, {"vae": accelerator.unwrap_model(vae), "ema": ema.state_dict()}, {"vae": opt},
                       meta={"ema_updates": ema.updates, "config": asdict(cfg)})
     bar.close()
-    final = build_vae(cfg.scale, seed=cfg.seed)
-    ema.copy_to(final)
-    std = latent_std(final)
-    final.register_to_config(scaling_factor=1.0 / std)
-    metrics = evaluate_vae(final, n=cfg.eval_images)
-    metrics.update({"latent_std": std, "scaling_factor": 1.0 / std, "steps": step})
-    final.save_pretrained(out / "final", safe_serialization=True)
-    (out / "final" / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    scaling = None if cfg.train_encoder else _initial_vae(cfg).config.scaling_factor
+    metrics = export_vae(cfg, ema.state_dict(), out / "final", scaling_factor=scaling, steps=step)
     log.write(step=step, **{f"final_{k}": v for k, v in metrics.items()})
+    return metrics
+
+
+def _initial_vae(cfg: VAETrainConfig) -> AutoencoderKLTemporalDecoder:
+    if cfg.init:
+        return AutoencoderKLTemporalDecoder.from_pretrained(cfg.init, use_safetensors=True)
+    return build_vae(cfg.scale, seed=cfg.seed)
+
+
+def export_vae(cfg: VAETrainConfig, weights: dict[str, torch.Tensor], folder: str | Path,
+               scaling_factor: float | None = None, steps: int | None = None) -> dict[str, Any]:
+    """Save ``weights`` (e.g. the EMA of a run, possibly unfinished) as a VAE folder with ``metrics.json``.
+
+    ``scaling_factor=None`` re-estimates it as 1 / latent std; pass the parent's value when the encoder was frozen
+    (the latent space must not move under UNets trained on it).
+    """
+    final = _initial_vae(cfg)
+    final.load_state_dict({k: v.to(final.state_dict()[k].dtype) for k, v in weights.items()})
+    std = latent_std(final)
+    final.register_to_config(scaling_factor=scaling_factor if scaling_factor is not None else 1.0 / std)
+    metrics = evaluate_vae(final, n=cfg.eval_images)
+    metrics.update({"latent_std": std, "scaling_factor": final.config.scaling_factor, "steps": steps,
+                    "encoder_trained": cfg.train_encoder, "init": cfg.init})
+    final.save_pretrained(folder, safe_serialization=True)
+    (Path(folder) / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
