@@ -224,6 +224,12 @@ class AdversarialConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def _twice(cond: Conditioning) -> Conditioning:
+    """The conditioning of a batch repeated for a [real; generated] discriminator batch."""
+    return Conditioning(torch.cat([cond.latents] * 2), torch.cat([cond.image_latents] * 2),
+                        torch.cat([cond.image_embeds] * 2), torch.cat([cond.time_ids] * 2))
+
+
 def one_step(unet: nn.Module, cond: Conditioning, sigma: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     """The one-step generator: x0_hat = D_G(x0 + s * eps; s)."""
     b = noise.shape[0]
@@ -249,7 +255,8 @@ def train_adversarial(
     to the generator loss (e.g. L1 on blend weights); ``on_log(step)`` returns extra values to log (e.g. gate
     probabilities) and ``extra_state`` modules are checkpointed with the run.
     """
-    _, out = start_run(cfg.out, cfg.threads, (unet, teacher, vae))
+    accelerator, out = start_run(cfg.out, cfg.threads, (unet, teacher, vae))
+    device = accelerator.device
     vae.requires_grad_(False).eval()
     image_encoder.requires_grad_(False).eval()
     image_dim = image_encoder.config.projection_dim
@@ -273,66 +280,80 @@ def train_adversarial(
         record = ckpt.load(models, {"g": opt_g, "d": opt_d})
         ema.load_state_dict(ckpt.load_tensors("ema"), record["ema_updates"])
         step = int(record["step"])
-    gen = torch.Generator().manual_seed(cfg.seed * 7919 + step)
+    # Under ``accelerate launch`` the generator and the discriminator are data-parallel (each process its own
+    # clips); the VAE and image encoder only run forward, so they are just moved to the device.
+    unet, disc, opt_g, opt_d = accelerator.prepare(unet, disc, opt_g, opt_d)
+    vae.to(device)
+    image_encoder.to(device)
+    core = accelerator.unwrap_model
+    main = accelerator.is_main_process
+    gen = torch.Generator().manual_seed(cfg.seed * 7919 + step + 100_003 * accelerator.process_index)
     g_levels = generator_sigmas(cfg.g_levels, cfg.g_top)
-    stream = data.ClipStream("train", cfg.size, seed=cfg.data_seed, start=step * cfg.batch)
+    clips_per_step = cfg.batch * accelerator.num_processes
+    stream = data.ClipStream("train", cfg.size, seed=cfg.data_seed,
+                             start=step * clips_per_step + accelerator.process_index * cfg.batch)
     loader = iter(torch.utils.data.DataLoader(stream, batch_size=cfg.batch, num_workers=cfg.num_workers,
                                               persistent_workers=cfg.num_workers > 0))
-    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc=out.name)
+    bar = tqdm(total=cfg.steps, initial=step, disable=not progress or not main, desc=out.name)
     t0, seen = time.time(), 0
     while step < cfg.steps:
         for g in opt_g.param_groups:
             g["lr"] = lr_at(step, g["base_lr"], cfg.warmup, cfg.steps, 0.5)
-        batch = next(loader)
+        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in next(loader).items()}
         batch["frames"] = batch["frames"][:, : cfg.frames]
         cond = encode_batch(batch, vae, image_encoder, gen, cfg.aug_mean, cfg.aug_std, embed_grad=False)
         b = cond.latents.shape[0]
-        sigma_g = g_levels[torch.randint(len(g_levels), (b,), generator=gen)]
-        noise = torch.randn(cond.latents.shape, generator=gen)
-        unet.train()
-        fake = one_step(unet, cond, sigma_g, noise)
 
-        # --- discriminator
-        s_real = discriminator_sigmas(b, gen, cfg.d_p_mean, cfg.d_p_std)
-        s_fake = discriminator_sigmas(b, gen, cfg.d_p_mean, cfg.d_p_std)
-        x_real = cond.latents + s_real.view(b, 1, 1, 1, 1) * torch.randn(cond.latents.shape, generator=gen)
-        x_fake = fake.detach() + s_fake.view(b, 1, 1, 1, 1) * torch.randn(cond.latents.shape, generator=gen)
+        def randn(shape: torch.Size = cond.latents.shape) -> torch.Tensor:
+            return torch.randn(shape, generator=gen).to(device)
+
+        sigma_g = g_levels[torch.randint(len(g_levels), (b,), generator=gen)].to(device)
+        unet.train()
+        fake = one_step(unet, cond, sigma_g, randn())
+
+        # --- discriminator: real and generated clips in one forward (one data-parallel pass per backward)
+        s_real = discriminator_sigmas(b, gen, cfg.d_p_mean, cfg.d_p_std).to(device)
+        s_fake = discriminator_sigmas(b, gen, cfg.d_p_mean, cfg.d_p_std).to(device)
+        x_real = cond.latents + s_real.view(b, 1, 1, 1, 1) * randn()
+        x_fake = fake.detach() + s_fake.view(b, 1, 1, 1, 1) * randn()
         do_r1 = cfg.r1_weight > 0 and step % cfg.r1_every == 0
         if do_r1:
             x_real.requires_grad_(True)
+        both = (torch.cat([x_real, x_fake]), torch.cat([s_real, s_fake]), _twice(cond))
         if do_r1:  # R1 differentiates twice; only the math attention kernel supports that on every device
             with sdpa_kernel(SDPBackend.MATH):
-                d_real = disc(x_real, s_real, cond)
+                logits = disc(*both)
         else:
-            d_real = disc(x_real, s_real, cond)
-        d_fake = disc(x_fake, s_fake, cond)
+            logits = disc(*both)
+        d_real = [o[: o.shape[0] // 2] for o in logits]
+        d_fake = [o[o.shape[0] // 2:] for o in logits]
         loss_d = hinge_d(d_real, d_fake)
-        r1 = torch.zeros(())
+        r1 = torch.zeros((), device=device)
         if do_r1:
             grad, = torch.autograd.grad(sum(r.sum() for r in d_real), x_real, create_graph=True)
             r1 = grad.pow(2).flatten(1).sum(1).mean()
             loss_d = loss_d + 0.5 * cfg.r1_weight * cfg.r1_every * r1
         opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
+        accelerator.backward(loss_d)
         opt_d.step()
 
         # --- generator
-        s_g = discriminator_sigmas(b, gen, cfg.d_p_mean, cfg.d_p_std)
-        x_g = fake + s_g.view(b, 1, 1, 1, 1) * torch.randn(cond.latents.shape, generator=gen)
+        s_g = discriminator_sigmas(b, gen, cfg.d_p_mean, cfg.d_p_std).to(device)
+        x_g = fake + s_g.view(b, 1, 1, 1, 1) * randn()
         adv = hinge_g(disc(x_g, s_g, cond))
         rec = pseudo_huber(fake, cond.latents, cfg.huber_c)
         loss_g = adv + cfg.recon_weight * rec
         if extra_loss is not None:
-            loss_g = loss_g + extra_loss(unet)
+            loss_g = loss_g + extra_loss(core(unet))
         opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        torch.nn.utils.clip_grad_norm_(g_params + extra_params, 1.0)
+        accelerator.backward(loss_g)
+        accelerator.clip_grad_norm_(g_params + extra_params, 1.0)
         opt_g.step()
-        ema.update(unet)
+        ema.update(core(unet))
         step += 1
-        seen += b
+        seen += clips_per_step
         bar.update(1)
-        if step % cfg.log_every == 0:
+        if step % cfg.log_every == 0 and main:
             el = time.time() - t0
             row = {"step": step, "loss_d": loss_d.item(), "loss_g": loss_g.item(), "adv": adv.item(),
                    "rec": rec.item(), "r1": r1.item(),
@@ -343,8 +364,8 @@ def train_adversarial(
                 row.update(on_log(step))
             log.write(**row)
             bar.set_postfix(d=f"{row['loss_d']:.3f}", g=f"{row['adv']:.3f}", rec=f"{row['rec']:.4f}")
-        if step % cfg.ckpt_every == 0 or step == cfg.steps:
-            ckpt.save(step, {"unet": unet, "disc_heads": heads, "ema": ema.state_dict(),
+        if (step % cfg.ckpt_every == 0 or step == cfg.steps) and main:
+            ckpt.save(step, {"unet": core(unet), "disc_heads": heads, "ema": ema.state_dict(),
                              **(extra_state or {})}, {"g": opt_g, "d": opt_d},
                       meta={"ema_updates": ema.updates, "config": asdict(cfg)})
     bar.close()
