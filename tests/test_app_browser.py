@@ -38,7 +38,8 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """`python app.py` on a free localhost port with micro placeholder stages (no stage folders)."""
+    """`python app.py` on a free localhost port: the shipped stage folders, and labelled micro placeholders for the
+    stages not trained yet (``--placeholders all``), so that every tab has something to show."""
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is absent (apt-get install -y chromium; .ci/run does this)")
     port = _free_port()
@@ -48,7 +49,7 @@ def server(tmp_path_factory):
     with log.open("w") as fh:  # the shipped checkpoints (records, and stage folders once trained)
         proc = subprocess.Popen(
             [sys.executable, str(ROOT / "app.py"), "--port", str(port), "--placeholder-scale", "micro",
-             "--checkpoints", str(ROOT / "checkpoints")],
+             "--placeholders", "all", "--checkpoints", str(ROOT / "checkpoints")],
             cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     start = time.perf_counter()

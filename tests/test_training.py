@@ -172,3 +172,21 @@ def test_adversarial_training_steps(tmp_path: Path) -> None:
     train_adversarial(cfg, unet, teacher, vae, enc, progress=False)  # resumes at step 2
     rows = [json.loads(x) for x in (tmp_path / "adv" / "log.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == 3
+
+
+def test_frozen_image_encoder_is_exported_bit_identical(tmp_path: Path) -> None:
+    """lowres-ft freezes the image encoder shared with svd: its export must not differ by EMA rounding (the
+    shared ``_shared/image_encoder`` folder refuses a different encoder)."""
+    from explorer.training.stage_runs import train_denoise_stage
+
+    vae = build_vae("micro")
+    vae.save_pretrained(tmp_path / "vae", safe_serialization=True)
+    ckpt = tmp_path / "ckpt"
+    base = DenoiseConfig(out=str(tmp_path / "svd"), size=(32, 16), frames=14, steps=1, batch=1, ckpt_every=1,
+                         num_workers=0, warmup=1, log_every=1)
+    train_denoise_stage("svd", base, None, vae_dir=str(tmp_path / "vae"), checkpoints=str(ckpt), scale="micro",
+                        progress=False)
+    cfg = DenoiseConfig(out=str(tmp_path / "low"), size=(32, 16), frames=14, steps=3, batch=1, ckpt_every=1,
+                        num_workers=0, warmup=1, log_every=1, train_image_encoder=False)
+    train_denoise_stage("lowres-ft", cfg, str(ckpt / "svd"), checkpoints=str(ckpt), scale="micro", progress=False)
+    assert (ckpt / "lowres-ft" / "stage.json").is_file()

@@ -106,7 +106,8 @@ def train_denoise_stage(
     result = train_denoiser(cfg, unet, vae, encoder, progress=progress)
     unet.load_state_dict({k: v.to(p.dtype) for (k, v), p in zip(result["ema_unet"].items(),
                                                                   unet.state_dict().values(), strict=True)})
-    encoder.load_state_dict(result["ema_image_encoder"])
+    if cfg.train_image_encoder:  # a frozen encoder keeps its exact weights (its EMA differs by float rounding)
+        encoder.load_state_dict(result["ema_image_encoder"])
     summary = {"stage": slug, "run": cfg.out, "steps": cfg.steps, "size": list(cfg.size), "batch": cfg.batch,
                "init": init, "log": result["log"]}
     log_path = Path(result["log"])
