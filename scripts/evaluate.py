@@ -157,7 +157,8 @@ def untrained_pipeline(pipe: Any, folder: Path, seed: int) -> Any:
     from explorer.models import build_unet
     from explorer.pipeline import read_stage_record
 
-    cfg = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
+    own = folder / "unet" / "config.json"  # absent when the stage references another stage's UNet (svd-512)
+    cfg = json.loads(own.read_text(encoding="utf-8")) if own.is_file() else dict(pipe.unet.config)
     params = inspect.signature(UNetSpatioTemporalConditionModel.__init__).parameters
     cfg = {k: v for k, v in cfg.items() if k in params and not k.startswith("_")}
     with torch.random.fork_rng(devices=[]):
