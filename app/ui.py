@@ -81,10 +81,15 @@ def banner(ctx: AppContext) -> str:
     cat = ctx.catalog
     parts = []
     placeholders = [e.key for e in cat.entries.values() if e.kind == "placeholder"]
+    trained = [e.key for e in cat.entries.values() if e.kind == "trained" and e.folder]
     if placeholders:
+        where = html.escape(str(cat.checkpoints))
+        which = (f"No trained stage folders were found in <code>{where}</code>, so every stage is"
+                 if not trained else
+                 f"Trained here: {', '.join(trained)}. Every other stage ({', '.join(placeholders)}) has no folder "
+                 f"in <code>{where}</code> yet and is")
         parts.append(
-            f'<div class="mvd-banner"><b>{PLACEHOLDER_NOTE}.</b> No trained stage folders were found in '
-            f"<code>{html.escape(str(cat.checkpoints))}</code>, so every stage is a <b>randomly initialised</b> "
+            f'<div class="mvd-banner"><b>{PLACEHOLDER_NOTE}.</b> {which} a <b>randomly initialised</b> '
             f"{cat.placeholder_scale} model built by the project's transforms: the architecture, step counts and "
             "FLOPs are real, the pictures are noise. Trained folders take precedence as soon as they exist.</div>")
     unavailable = [e for e in cat.entries.values() if e.status == "unavailable"]
