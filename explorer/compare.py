@@ -52,10 +52,15 @@ def run_stage(folder: str | Path, image: Any, seed: int, steps: int | None = Non
     pipe, record = load_stage(folder)
     load_s = time.perf_counter() - t0
     result = generate(pipe, image, seed=seed, steps=steps, **settings)
-    run = StageRun(stage=record.slug, nfe=result.nfe, steps=result.settings.get("steps", steps or record.steps),
+    run = StageRun(stage=record.slug, nfe=result.nfe, steps=result.settings["steps"],
                    seconds=result.seconds, unet_seconds=result.unet_seconds, load_seconds=load_s,
                    width=record.width, height=record.height, frames=result.frames)
     return run, result
+
+
+def missing_stages(checkpoints: str | Path, slugs: Sequence[str]) -> list[str]:
+    """The slugs that have no finished stage folder (``stage.json``) under ``checkpoints``."""
+    return [s for s in slugs if not (Path(checkpoints) / s / "stage.json").is_file()]
 
 
 def compare_stages(image: Any, stages: Sequence[str], checkpoints: str | Path, out: str | Path, seed: int = 0,
@@ -68,8 +73,7 @@ def compare_stages(image: Any, stages: Sequence[str], checkpoints: str | Path, o
     """
     root, out = Path(checkpoints), Path(out)
     slugs = [registry.resolve(s) for s in stages]
-    missing = [s for s in slugs if not (root / s / "stage.json").is_file()]
-    if missing:
+    if missing := missing_stages(root, slugs):
         raise FileNotFoundError(f"no stage folder for {', '.join(missing)} under {root} "
                                 f"(train it with scripts/build_path.py)")
     picture = load_image(image)
@@ -81,10 +85,10 @@ def compare_stages(image: Any, stages: Sequence[str], checkpoints: str | Path, o
         runs.append(run)
     labels = [stage_label(r) for r in runs]
     sbs = side_by_side([r.frames for r in runs], labels, out / "side_by_side.mp4", fps=fps, min_height=min_height)
-    frame_grid([r.frames for r in runs], out / "frames.png", labels=[r.stage for r in runs])
     grid = out / "frames.png"
+    frame_grid([r.frames for r in runs], grid, labels=[r.stage for r in runs])
     return {"seed": seed, "image": str(image) if isinstance(image, (str, Path)) else "<image>",
             "stages": [r.to_dict() for r in runs], "side_by_side": str(sbs), "frame_grid": str(grid)}
 
 
-__all__ = ["StageRun", "compare_stages", "run_stage", "stage_label"]
+__all__ = ["StageRun", "compare_stages", "missing_stages", "run_stage", "stage_label"]

@@ -29,6 +29,7 @@ import torch  # noqa: E402
 
 from explorer import data  # noqa: E402
 from explorer import stages as registry  # noqa: E402
+from explorer.compare import missing_stages  # noqa: E402
 from explorer.pipeline import generate, load_image, load_stage  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,8 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench_generate: {exc}", file=sys.stderr)
         return 2
     root = Path(args.checkpoints)
-    missing = [s for s in slugs if not (root / s / "stage.json").is_file()]
-    if missing:
+    if missing := missing_stages(root, slugs):
         print(f"bench_generate: no trained stage folder for {', '.join(missing)} under {root}", file=sys.stderr)
         return 2
     pipes = {s: load_stage(root / s)[0] for s in slugs}

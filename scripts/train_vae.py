@@ -52,13 +52,7 @@ def main() -> int:
         if not state.exists():
             parser.error(f"no run state in {args.export_from}")
         step = json.loads(state.meta_path.read_text())["step"]
-        scaling = None
-        if args.freeze_encoder:  # the latent space is the parent's: keep its scaling factor exactly
-            from diffusers import AutoencoderKLTemporalDecoder
-
-            scaling = AutoencoderKLTemporalDecoder.load_config(args.init)["scaling_factor"]
-        metrics = export_vae(cfg, state.load_tensors("ema"), Path(args.out) / "final", scaling_factor=scaling,
-                             steps=step)
+        metrics = export_vae(cfg, state.load_tensors("ema"), Path(args.out) / "final", steps=step)
     else:
         metrics = train_vae(cfg)
     print(json.dumps(metrics, indent=1))

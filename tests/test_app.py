@@ -47,14 +47,6 @@ def ctx(tmp_path_factory) -> AppContext:
     c.close()
 
 
-@pytest.fixture(scope="module")
-def photo(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("img") / "photo.png"
-    rng = np.random.default_rng(0)
-    Image.fromarray((rng.random((90, 160, 3)) * 255).astype(np.uint8)).save(path)
-    return str(path)
-
-
 def run_compare(ctx: AppContext, image, stages, table=STEPS1, seed=0):
     *_, last = tab_compare.compare_impl(ctx, image, stages, table, seed, False, 127, 7, 0.02, 11, "blend", 0.5)
     return last

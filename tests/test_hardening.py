@@ -85,14 +85,6 @@ def client(server):
     return Client(server[1], verbose=False)
 
 
-@pytest.fixture(scope="module")
-def photo(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("img") / "photo.png"
-    rng = np.random.default_rng(0)
-    Image.fromarray((rng.random((90, 160, 3)) * 255).astype(np.uint8)).save(path)
-    return str(path)
-
-
 def compare(client, image: Any, seed: int = 0, stages: Any = (STAGE,), table: Any = T1, fps: Any = 7) -> tuple:
     from gradio_client import handle_file
 

@@ -158,8 +158,7 @@ def train_vae(cfg: VAETrainConfig, progress: bool = True) -> dict[str, Any]:
             ckpt.save(step, {"vae": accelerator.unwrap_model(vae), "ema": ema.state_dict()}, {"vae": opt},
                       meta={"ema_updates": ema.updates, "config": asdict(cfg)})
     bar.close()
-    scaling = None if cfg.train_encoder else _initial_vae(cfg).config.scaling_factor
-    metrics = export_vae(cfg, ema.state_dict(), out / "final", scaling_factor=scaling, steps=step)
+    metrics = export_vae(cfg, ema.state_dict(), out / "final", steps=step)
     log.write(step=step, **{f"final_{k}": v for k, v in metrics.items()})
     return metrics
 
@@ -171,16 +170,17 @@ def _initial_vae(cfg: VAETrainConfig) -> AutoencoderKLTemporalDecoder:
 
 
 def export_vae(cfg: VAETrainConfig, weights: dict[str, torch.Tensor], folder: str | Path,
-               scaling_factor: float | None = None, steps: int | None = None) -> dict[str, Any]:
+               steps: int | None = None) -> dict[str, Any]:
     """Save ``weights`` (e.g. the EMA of a run, possibly unfinished) as a VAE folder with ``metrics.json``.
 
-    ``scaling_factor=None`` re-estimates it as 1 / latent std; pass the parent's value when the encoder was frozen
-    (the latent space must not move under UNets trained on it).
+    The scaling factor is re-estimated as 1 / latent std, except when the encoder was frozen: then it stays the
+    ``init`` VAE's exactly (the latent space must not move under UNets trained on it).
     """
     final = _initial_vae(cfg)
     final.load_state_dict({k: v.to(final.state_dict()[k].dtype) for k, v in weights.items()})
     std = latent_std(final)
-    final.register_to_config(scaling_factor=scaling_factor if scaling_factor is not None else 1.0 / std)
+    if cfg.train_encoder:
+        final.register_to_config(scaling_factor=1.0 / std)
     metrics = evaluate_vae(final, n=cfg.eval_images)
     metrics.update({"latent_std": std, "scaling_factor": final.config.scaling_factor, "steps": steps,
                     "encoder_trained": cfg.train_encoder, "init": cfg.init})
