@@ -490,3 +490,34 @@ def fmt(value: Any, digits: int = 4) -> str:
             return "—"
         return f"{value:.{digits}g}"
     return str(value)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Ablations
+
+
+def ablation_bars(table: str, rows: Sequence[dict[str, Any]]) -> go.Figure:
+    """One paper table's rows: the paper's FVD (left) and the project's FVD-proxy (right), never on one axis."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=(f"paper, {table} (FVD at 25 fps, lower is better)",
+                                                        "project records (FVD-proxy at 1 NFE, measured here)"))
+    paper = [r for r in rows if r.get("paper_fvd") is not None]
+    mine = [r for r in rows if r.get("fvd_proxy") is not None]
+    if paper:
+        fig.add_bar(x=[r["label"] for r in paper], y=[r["paper_fvd"] for r in paper], row=1, col=1,
+                    showlegend=False, marker_color="#4C78A8", customdata=[r["paper_tflops"] for r in paper],
+                    hovertemplate="%{x}: FVD %{y}, %{customdata} TFLOPs/NFE<extra>paper</extra>")
+    else:
+        fig.add_annotation(text="no rows in the paper", x=0.2, y=0.5, xref="paper", yref="paper", showarrow=False,
+                           font=dict(color="#666"))
+    if mine:
+        fig.add_bar(x=[r["label"] for r in mine], y=[r["fvd_proxy"] for r in mine], row=1, col=2, showlegend=False,
+                    marker_color="#72B7B2", customdata=[[r.get("tflops"), r.get("source")] for r in mine],
+                    hovertemplate="%{x}: FVD-proxy %{y:.2f}, %{customdata[0]} TFLOPs/NFE (full scale)"
+                                  "<extra>%{customdata[1]}</extra>")
+    else:
+        fig.add_annotation(text="no project records for this table yet<br>(python scripts/run_ablations.py)",
+                           x=0.8, y=0.5, xref="paper", yref="paper", showarrow=False, font=dict(color="#666"))
+    fig.update_xaxes(tickangle=-30)
+    return _layout(fig, f"{table}: paper vs project", height=460, bottom=150)

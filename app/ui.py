@@ -14,7 +14,7 @@ from typing import Any
 
 import gradio as gr
 
-from app import tab_compare, tab_flops, tab_funnels, tab_gates, tab_latency, tab_tradeoff
+from app import tab_ablations, tab_compare, tab_flops, tab_funnels, tab_gates, tab_latency, tab_tradeoff
 from app.context import AppContext
 from explorer.app_support import ACCOUNTING, MAX_QUEUE, PLACEHOLDER_NOTE
 
@@ -146,6 +146,8 @@ def build_app(
                 funnels = tab_funnels.build(ctx)
             with gr.Tab("Trade-off", id="tradeoff") as t_trade:
                 trade = tab_tradeoff.build(ctx)
+            with gr.Tab("Ablations", id="ablations") as t_abl:
+                abl = tab_ablations.build(ctx)
             with gr.Tab("Latency", id="latency") as t_lat:
                 lat = tab_latency.build(ctx)
 
@@ -163,7 +165,7 @@ def build_app(
         fn, ins, outs = flops["count"]
         t_flops.select(fn, ins, outs, api_visibility="private", concurrency_id="flops").then(
             *flops["path"], api_visibility="private", concurrency_id="flops")
-        for tab, handles in ((t_gates, gates), (t_funnels, funnels), (t_trade, trade), (t_lat, lat)):
+        for tab, handles in ((t_gates, gates), (t_funnels, funnels), (t_trade, trade), (t_abl, abl), (t_lat, lat)):
             for fn, ins, outs in handles["load"]:
                 tab.select(fn, ins, outs, api_visibility="private", concurrency_id="flops")
     demo.queue(default_concurrency_limit=1, max_size=queue_size)

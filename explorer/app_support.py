@@ -1403,6 +1403,35 @@ def read_ablations(checkpoints: Path) -> tuple[list[dict[str, Any]], list[str]]:
     return rows, problems
 
 
+ABLATION_TABLES: dict[str, str] = {
+    "Table 3": "temporal vs spatial multiscaling",
+    "Table 4": "coupled singular initialisation (CSI) vs He, by fun-factor",
+    "Table 5": "width reduction: funnels vs alternatives",
+    "Table 6": "temporal block pruning: learned gates vs L1 on blend weights",
+    "One-step": "one-step sampling with and without the adversarial stage",
+}
+
+
+def ablation_comparison(table: str, project: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The paper's rows of ``table`` joined by label with the project's records of the same table (a row may
+    exist on one side only: e.g. the paper's 80% gates, the project's 50%). Paper FVD is UCF-101 FVD at 25 fps;
+    the project's FVD-proxy is its own metric: compare orderings, never values."""
+    rows: dict[str, dict[str, Any]] = {}
+    for r in registry.ablation_rows(table):
+        rows[r.label] = {"label": r.label, "paper_fvd": r.fvd_25fps, "paper_tflops": r.tflops,
+                         "paper_phone_ms": r.phone_ms if isinstance(r.phone_ms, (int, float)) else None,
+                         "paper_source": r.source}
+    for p in project:
+        if p.get("table") != table:
+            continue
+        row = rows.setdefault(p["label"], {"label": p["label"], "paper_fvd": None, "paper_tflops": None,
+                                           "paper_phone_ms": None, "paper_source": None})
+        row.update({"fvd_proxy": p.get("fvd_proxy"), "first_frame_psnr": p.get("first_frame_psnr"),
+                    "motion_spearman": p.get("motion_spearman"), "tflops": p.get("tflops"),
+                    "source": p.get("source")})
+    return list(rows.values())
+
+
 @dataclass
 class GatesRecord:
     """Learned gates of the temporal-pruning stage, as read from a gates file (docs/app.md)."""
@@ -1615,6 +1644,7 @@ __all__ = [
     "ACCOUNTING", "MEASURED", "PAPER", "ESTIMATE", "PLACEHOLDER_NOTE", "NOT_FINETUNED", "CheckedImage", "Common",
     "Entry", "FlopsService", "GatesRecord", "ResultCache", "StageCatalog", "StageOutcome", "StageRequest",
     "WorkLock", "attention_widths", "check_image", "compose", "default_kept", "entry_flops", "pruned_fraction",
-    "read_ablations", "read_gates", "read_json", "read_latency", "read_metrics", "run_stage", "scale_for_count",
+    "ABLATION_TABLES", "ablation_comparison", "read_ablations", "read_gates", "read_json", "read_latency",
+    "read_metrics", "run_stage", "scale_for_count",
     "structural_order", "temporal_block_count", "temporal_layout", "zero_shot_kept",
 ]

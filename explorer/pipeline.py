@@ -398,6 +398,11 @@ def load_unet(
     state = _read_state_dict(files)
     where = ", ".join(str(f) for f in files)
     where = f"{where} (architecture: {config_path} + transforms {[t.name for t in transforms]})"
+    if any(t.name == "optimized_cross_attention" for t in transforms):
+        # a stage may reference its parent's (pre-rewrite) weights: to_q/to_k can never reach the output
+        from explorer.transforms.cross_attention import strip_dropped_keys
+
+        state = strip_dropped_keys(state)
     try:
         unet = _build_transformed_unet(config, transforms, "meta")
     except StageLoadError:

@@ -318,6 +318,11 @@ def test_records_are_read_defensively(tmp_path: Path) -> None:
                                              "config": {"init": "csi"}}, {"nolabel": 1}]))
     rows, problems = S.read_ablations(ck)
     assert rows[0]["label"] == "CSI r=0.5" and len(problems) == 1
+    joined = S.ablation_comparison("Table 4", rows)  # paper rows joined by label with the project's
+    csi = next(r for r in joined if r["label"] == "CSI r=0.5")
+    assert csi["paper_fvd"] == 132 and csi["fvd_proxy"] == 1.2
+    assert {r["label"] for r in joined} == {r.label for r in registry.ablation_rows("Table 4")}
+    assert S.ablation_comparison("Table 6", rows)[0].get("fvd_proxy") is None  # another table's record
 
 
 def test_trained_gates_and_measured_points_are_shown(tmp_path: Path) -> None:
@@ -419,7 +424,9 @@ def test_named_endpoints_with_gradio_client(tmp_path: Path, photo: str) -> None:
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
         names = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
         assert {"/compare", "/preview", "/flops", "/flops_path", "/gates", "/reprune", "/funnels", "/tradeoff",
-                "/latency", "/stages"} <= names
+                "/ablations", "/latency", "/stages"} <= names
+        _plot, abl_rows, abl_note = client.predict("Table 6", api_name="/ablations")
+        assert "Table 6" in abl_note and len(abl_rows["data"]) == len(registry.ablation_rows("Table 6"))
         stages = client.predict(api_name="/stages")
         assert {s["key"] for s in stages} == set(registry.SLUGS)
         out = client.predict(handle_file(photo), ["svd-512", "channel-funnels"], STEPS1, 3, False, 127, 7, 0.02,

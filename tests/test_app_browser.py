@@ -24,6 +24,7 @@ TABS = (  # tab name, element that must hold a rendered plotly figure, screensho
     ("Temporal gates", "#mvd-gates-structure", "gates"),
     ("Funnels", "#mvd-funnel-curve", "funnels"),
     ("Trade-off", "#mvd-trade-paper", "tradeoff"),
+    ("Ablations", "#mvd-ablation-plot", "ablations"),
     ("Latency", "#mvd-latency-plot", "latency"),
 )
 

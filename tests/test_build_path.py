@@ -52,6 +52,18 @@ def test_every_stage_exported_loads_and_generates(quick_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_optimized_xattn_references_its_parent_and_generates_the_same(quick_path: Path) -> None:
+    ckpt = quick_path / "ckpt"
+    assert not (ckpt / "optimized-xattn" / "unet").exists()  # the parent's weights, not a copy
+    image = np.linspace(0, 255, 16 * 32 * 3).reshape(16, 32, 3).astype(np.uint8)
+    frames = {}
+    for slug in ("lowres-ft", "optimized-xattn"):
+        pipe, record = load_stage(ckpt / slug)
+        frames[slug] = generate(pipe, image, width=record.width, height=record.height, steps=2, seed=3).frames
+    assert np.abs(frames["lowres-ft"].astype(int) - frames["optimized-xattn"].astype(int)).max() <= 1
+
+
+@pytest.mark.slow
 def test_rerun_skips_finished_stages(quick_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     report = build_path(Plan.quick(), quick_path / "ckpt", quick_path / "runs", progress=False)
     assert report == {}
@@ -102,3 +114,35 @@ def test_bench_generate_reports_ratios_measured_together(quick_path: Path, tmp_p
     assert rows["svd"]["nfe"] == 2 * registry.get_stage("svd").steps and rows["channel-funnels"]["nfe"] == 1
     assert rows["channel-funnels"]["speedup_vs_svd"] > 1
     assert "tiny mobilevd >= 20x faster than tiny svd" in res["checks"]
+
+
+@pytest.mark.slow
+def test_ablation_rows_of_every_method_train_score_and_are_read_by_the_app(quick_path: Path) -> None:
+    from explorer.app_support import read_ablations
+    from explorer.training.ablations import ABLATIONS, AblationRunner, quick_budget
+
+    keys = ["t3-temporal-only", "t4-he-init-r-0-5", "t5-funnels-merged-before-finetuning", "t5-baseline",
+            "t6-learned-gates-70-pruned", "t6-l1-on-blend-weights-70-pruned",
+            "onestep-lowres-ft-1-step-no-adversarial-finetuning"]
+    rows = [a for a in ABLATIONS if a.key in keys]
+    assert {a.method for a in rows} == {"finetune", "funnels", "funnels_merged_early", "gates", "l1", "sample"}
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        records = AblationRunner(quick_path / "ckpt", quick_path / "runs", quick_budget(), progress=False).run(rows)
+    finally:
+        torch.set_num_threads(before)
+    by_key = {r["key"]: r for r in records}
+    assert set(by_key) == set(keys)
+    for r in records:
+        assert np.isfinite(r["fvd_proxy"]) and np.isfinite(r["first_frame_psnr"]) and r["nfe"] == 1, r["key"]
+    # the architecture change is real: multiscaling and pruning cost less than the parent, at full scale too
+    parent = AblationRunner._full_tflops([], None)
+    assert by_key["t3-temporal-only"]["tflops"] < 0.8 * parent
+    assert by_key["t6-learned-gates-70-pruned"]["tflops"] < parent
+    sel = by_key["t6-learned-gates-70-pruned"]["selection"]
+    assert len(sel["kept"]) == sel["n"] == registry.kept_count(sel["total"], 0.7)
+    assert by_key["t5-baseline"]["same_run_as"].startswith("Table 3")  # recorded, not trained twice
+    assert by_key["onestep-lowres-ft-1-step-no-adversarial-finetuning"]["train_steps"] == 0
+    shown, problems = read_ablations(quick_path / "ckpt")
+    assert not problems and {s["label"] for s in shown} >= {a.label for a in rows}

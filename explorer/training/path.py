@@ -19,11 +19,12 @@ from explorer import stages as registry
 from explorer.pipeline import load_stage
 from explorer.training.adversarial import AdversarialConfig, train_adversarial
 from explorer.training.denoise import DenoiseConfig
+from explorer.training.pruning import learn_gates
 from explorer.training.stage_runs import export_stage, export_svd_512, train_denoise_stage
 from explorer.training.vae import VAETrainConfig, train_vae
 from explorer.transforms import apply_transforms
 from explorer.transforms.funnels import add_funnels, merge_funnels
-from explorer.transforms.temporal_gates import TemporalGates, num_temporal_blocks, prune_temporal_blocks
+from explorer.transforms.temporal_gates import num_temporal_blocks
 
 ORDER = ("vae", "svd-pretrain-small", "svd-pretrain", "svd", "svd-512", "lowres-ft", "optimized-xattn",
          "adversarial-1step", "temporal-multiscale", "temporal-pruning", "channel-funnels", "mobilevd-hd")
@@ -112,9 +113,10 @@ class PathBuilder:
         return self.plan.base if stage.width == 1024 else self.plan.lowres
 
     def _export(self, slug: str, unet: torch.nn.Module, pipe: Any, transforms: list[registry.Transform],
-                extra: dict[str, Any]) -> Path:
+                extra: dict[str, Any], unet_from: str | None = None) -> Path:
         return export_stage(slug, unet, pipe.image_encoder, pipe.vae, self.ckpt, extra=extra,
-                            size=self._size_for(slug), transforms=transforms, scale=self.plan.scale)
+                            size=self._size_for(slug), transforms=transforms, scale=self.plan.scale,
+                            unet_from=unet_from)
 
     def _parent(self, slug: str) -> tuple[Any, Any]:
         parent = registry.get_stage(slug).parent
@@ -187,7 +189,8 @@ class PathBuilder:
         t = registry.Transform("optimized_cross_attention")
         unet = apply_transforms(pipe.unet, [t])
         return {"folder": str(self._export("optimized-xattn", unet, pipe, list(record.transforms) + [t],
-                                           {"training": "none: exact rewrite of lowres-ft"}))}
+                                           {"training": "none: exact rewrite of lowres-ft"},
+                                           unet_from="lowres-ft"))}
 
     def adversarial_1step(self) -> dict[str, Any]:
         pipe, record = self._parent("adversarial-1step")
@@ -213,33 +216,16 @@ class PathBuilder:
         pipe, record = self._parent("temporal-pruning")
         unet = pipe.unet
         n_kept = registry.kept_count(num_temporal_blocks(unet), p.pruned_fraction)
-        gates = TemporalGates.attach(unet, n_kept, mode="sampled", seed=0)
-        history: list[dict[str, Any]] = []
-
-        def on_log(step: int) -> dict[str, Any]:
-            probs = gates.probabilities().detach()
-            history.append({"step": step, "importance": gates.importance.detach().tolist(),
-                            "probability": probs.tolist()})
-            return {"p_min": probs.min().item(), "p_max": probs.max().item()}
-
         cfg = self._adv_cfg("temporal-pruning-gates", p.gates_steps, lr_extra=5e-2)
-        res = self._adversarial("temporal-pruning", unet, pipe, cfg, extra_params=[gates.importance],
-                                on_log=on_log, extra_state={"gates": gates})
-        kept = gates.top_n()
-        gate_record = {
-            "kept": kept, "n": n_kept, "total": gates.num_blocks, "pruned_fraction": p.pruned_fraction,
-            "importance": gates.importance.detach().tolist(),
-            "probability": gates.probabilities().detach().tolist(),
-            "blocks": [b.to_dict() for b in gates.blocks], "history": history,
-            "scheme": "p = projection of sigmoid(q) onto {0<=p<=1, sum p = n}; exactly n gates by systematic "
-                      "sampling; straight-through gradients (docs/temporal_gates.md)",
-        }
-        gates.detach_from(unet)
-        prune_temporal_blocks(unet, kept)
+        gate_record = learn_gates(unet, n_kept, lambda **kw: self._adversarial("temporal-pruning", unet, pipe,
+                                                                                cfg, **kw))
+        res = {"log": gate_record.pop("train")["log"]}
+        gate_record["pruned_fraction"] = p.pruned_fraction
+        kept = gate_record["kept"]
         cfg2 = self._adv_cfg("temporal-pruning", p.prune_ft_steps)
         res2 = self._adversarial("temporal-pruning", unet, pipe, cfg2)
         t = registry.Transform("temporal_pruning", {"pruned_fraction": p.pruned_fraction, "kept": n_kept,
-                                                    "total": gates.num_blocks, "blocks": kept})
+                                                    "total": gate_record["total"], "blocks": kept})
         summary = {"training": {"gates": {"config": asdict(cfg), "last": self._last_log(res["log"])},
                                 "finetune": {"config": asdict(cfg2), "last": self._last_log(res2["log"])}}}
         folder = self._export("temporal-pruning", unet, pipe, list(record.transforms) + [t], summary)

@@ -58,8 +58,13 @@ def export_stage(
     size: tuple[int, int] | None = None,
     transforms: list[registry.Transform] | None = None,
     scale: str = "tiny",
+    unet_from: str | None = None,
 ) -> Path:
-    """Write ``checkpoints/<slug>`` with the shared components stored once in ``checkpoints/_shared``."""
+    """Write ``checkpoints/<slug>`` with the shared components stored once in ``checkpoints/_shared``.
+
+    ``unet_from`` names a stage whose UNet weights this one uses unchanged (referenced, not copied): e.g.
+    `optimized-xattn` is `lowres-ft` with an exact rewrite applied at load time.
+    """
     stage = registry.get_stage(slug)
     width, height = size or stage.size("tiny")
     record = StageRecord(
@@ -72,6 +77,9 @@ def export_stage(
     comps = {"unet": unet, "vae": vae, "image_encoder": image_encoder,
              "feature_extractor": build_feature_extractor(), "scheduler": build_scheduler()}
     shared = {name: root / "_shared" / name for name in SHARED}
+    if unet_from is not None:
+        comps.pop("unet")
+        shared["unet"] = root / unet_from / "unet"
     return save_stage(comps, root / stage.slug, record, shared=shared, root=root)
 
 

@@ -1,0 +1,54 @@
+"""Ablations tab: the paper's Tables 3-6 beside the project's equal-budget tiny-scale runs
+(``checkpoints/ablations/*.json``, written by scripts/run_ablations.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from app import plots
+from app.context import AppContext
+from explorer.app_support import ABLATION_TABLES, ablation_comparison, read_ablations
+
+HEADERS = ["row", "paper FVD (25 fps)", "paper TFLOPs/NFE", "paper phone ms", "FVD-proxy", "first-frame PSNR",
+           "motion Spearman", "TFLOPs/NFE (full scale)", "source"]
+
+
+def _fmt(value: Any, digits: int = 2) -> Any:
+    return round(value, digits) if isinstance(value, float) else value
+
+
+def view(ctx: AppContext, table: str) -> tuple[Any, list[list[Any]], str]:
+    """Plot, joined table and a note for one paper table."""
+    if table not in ABLATION_TABLES:
+        table = next(iter(ABLATION_TABLES))
+    project, problems = read_ablations(ctx.checkpoints)
+    rows = ablation_comparison(table, project)
+    grid = [[r["label"], r.get("paper_fvd"), r.get("paper_tflops"), r.get("paper_phone_ms"),
+             _fmt(r.get("fvd_proxy")), _fmt(r.get("first_frame_psnr")), _fmt(r.get("motion_spearman")),
+             _fmt(r.get("tflops"), 3), r.get("source") or r.get("paper_source")] for r in rows]
+    note = f"**{table}**: {ABLATION_TABLES[table]}."
+    if problems:
+        note += " Project records: " + "; ".join(problems)
+    return plots.ablation_bars(table, rows), grid, note
+
+
+def build(ctx: AppContext) -> dict[str, Any]:
+    gr.Markdown(
+        "Each project row is a short run from the trained `adversarial-1step` tiny model with the same budget "
+        "(steps, batch, data, seeds), scored at 1 NFE on the same test clips — see docs/ablations.md for the "
+        "budget and which of the paper's findings the tiny scale reproduces. Paper FVD (UCF-101) and the "
+        "project's FVD-proxy are different metrics: compare the ordering of rows, not values. TFLOPs: per NFE, "
+        "2 x MAC, batch 1, UNet only, for the same architecture change on full SVD at 512x256x14.")
+    choice = gr.Radio(list(ABLATION_TABLES), value="Table 3", label="table")
+    note = gr.Markdown()
+    plot = gr.Plot(label="ablation", elem_id="mvd-ablation-plot")
+    grid = gr.Dataframe(headers=HEADERS, interactive=False, wrap=True, label="rows and their sources")
+
+    def on_table(table: str) -> tuple[Any, list[list[Any]], str]:
+        """One paper table (Table 3..6 or One-step): plot, rows and note."""
+        return view(ctx, table)
+
+    choice.change(on_table, choice, [plot, grid, note], api_name="ablations", queue=False)
+    return {"load": [(on_table, [choice], [plot, grid, note])]}
