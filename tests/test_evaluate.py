@@ -134,3 +134,30 @@ def test_argument_errors(ev) -> None:
     assert ev.parse_overrides(["mobilevd=1"]) == {"channel-funnels": 1}
     assert ev._steps_suffix(1) == "@1step" and ev._steps_suffix(4) == "@4steps"
     assert ev._finite({"a": float("inf"), "b": [float("nan"), 1.0]}) == {"a": None, "b": [None, 1.0]}
+
+
+def test_untrained_baseline_of_a_stage_that_references_another_unet(ev, setup, capsys) -> None:
+    """svd-512 and optimized-xattn store no UNet of their own (stage.json points at svd's / lowres-ft's): the
+    untrained baseline is then built from the loaded UNet's config and the stage's recorded transforms."""
+    from explorer import stages as registry
+    from explorer.pipeline import load_stage
+
+    ckpt = setup["ckpt"]
+    pipe, _ = load_stage(ckpt / "lowres-ft")
+    rec = StageRecord(slug="optimized-xattn", parent="lowres-ft", scale="micro", width=32, height=16, frames=14,
+                      steps=2, min_guidance=1.0, max_guidance=1.0,
+                      transforms=(registry.Transform("optimized_cross_attention"),))
+    shared = {n: ckpt / "_shared" / n for n in SHARED} | {"unet": ckpt / "lowres-ft" / "unet"}
+    comps = {"vae": pipe.vae, "image_encoder": pipe.image_encoder, "feature_extractor": pipe.feature_extractor,
+             "scheduler": pipe.scheduler}
+    save_stage(comps, ckpt / "optimized-xattn", rec, shared=shared)
+    assert not (ckpt / "optimized-xattn" / "unet").exists()
+    argv = ["--checkpoints", str(ckpt), "--stages", "optimized-xattn,lowres-ft", "--clips", "2", "--json",
+            "--proxy", str(setup["proxy"]), "--no-write", "--steps-override", "baseline-untrained=1"]
+    assert ev.main(argv) == 0
+    rows = {r["stage"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["baseline-untrained"]["nfe"] == 1
+    # the rewrite is exact: the same generations as its parent, so the same numbers
+    assert rows["optimized-xattn"]["fvd_proxy"] == pytest.approx(rows["lowres-ft"]["fvd_proxy"], rel=1e-3)
+    assert rows["optimized-xattn"]["first_frame_psnr"] == pytest.approx(rows["lowres-ft"]["first_frame_psnr"],
+                                                                        abs=0.05)

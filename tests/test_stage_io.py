@@ -398,6 +398,24 @@ def test_torch_dtype(checkpoints: Path) -> None:
     assert {loaded.unet.dtype, loaded.vae.dtype, loaded.image_encoder.dtype} == {torch.bfloat16}
 
 
+def test_weights_stored_in_float16_load_as_float32(stage_copy: Path) -> None:
+    from explorer.pipeline import store_weights_as
+
+    vae_file = stage_copy.parent / "_shared" / "vae" / "diffusion_pytorch_model.safetensors"
+    vae_before = vae_file.read_bytes()
+    sizes = store_weights_as(stage_copy, "float16", components=("unet", "vae"))
+    assert set(sizes) == {"unet"}  # the VAE is shared (referenced), not this stage's to rewrite
+    before, after = sizes["unet"]
+    assert after < 0.55 * before and vae_file.read_bytes() == vae_before
+    loaded, _ = load_stage(stage_copy)
+    assert loaded.unet.dtype == torch.float32
+    original = build_pipeline("micro", seed=0).unet.state_dict()  # what stage_copy's svd holds in float32
+    for k, v in loaded.unet.state_dict().items():
+        assert torch.equal(v, original[k].half().float()), k  # exactly the float16 rounding, nothing else
+    with pytest.raises(ValueError, match="dtype"):
+        store_weights_as(stage_copy, "int8")
+
+
 def test_local_looking_missing_path_is_not_sent_to_the_hub(checkpoints: Path, monkeypatch) -> None:
     monkeypatch.chdir(checkpoints)
     with pytest.raises(StageLoadError, match="stage folder not found"):

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from explorer import stages as registry
-from explorer.pipeline import load_stage
+from explorer.pipeline import load_stage, store_weights_as
 from explorer.training.adversarial import AdversarialConfig, train_adversarial
 from explorer.training.denoise import DenoiseConfig
 from explorer.training.pruning import learn_gates
@@ -61,6 +61,7 @@ class Plan:
     num_workers: int = 1
     threads: int = 0
     ckpt_every: int = 100
+    one_step_dtype: str = "float16"  # storage dtype of the one-step stages' UNets (loaded as float32)
     denoise_lr: float = 3e-4
     adv_lr_g: float = 2e-5
     extra: dict[str, Any] = field(default_factory=dict)
@@ -114,9 +115,12 @@ class PathBuilder:
 
     def _export(self, slug: str, unet: torch.nn.Module, pipe: Any, transforms: list[registry.Transform],
                 extra: dict[str, Any], unet_from: str | None = None) -> Path:
-        return export_stage(slug, unet, pipe.image_encoder, pipe.vae, self.ckpt, extra=extra,
-                            size=self._size_for(slug), transforms=transforms, scale=self.plan.scale,
-                            unet_from=unet_from)
+        folder = export_stage(slug, unet, pipe.image_encoder, pipe.vae, self.ckpt, extra=extra,
+                              size=self._size_for(slug), transforms=transforms, scale=self.plan.scale,
+                              unet_from=unet_from)
+        if registry.get_stage(slug).one_step and self.plan.one_step_dtype != "float32":
+            store_weights_as(folder, self.plan.one_step_dtype)  # keeps the shipped path well under 100 MB
+        return folder
 
     def _parent(self, slug: str) -> tuple[Any, Any]:
         parent = registry.get_stage(slug).parent
