@@ -396,6 +396,9 @@ def load_unet(
     config = _read_json_object(config_path)
     files = _weight_files(directory, _WEIGHTS_BASE["unet"], variant)
     state = _read_state_dict(files)
+    # weights may be stored in another dtype (the one-step stages ship float16): cast the tensors, not the module
+    # (a module-level .to() after loading makes diffusers warn about modules to keep in float32)
+    state = {k: v.to(dtype) if v.is_floating_point() and v.dtype != dtype else v for k, v in state.items()}
     where = ", ".join(str(f) for f in files)
     where = f"{where} (architecture: {config_path} + transforms {[t.name for t in transforms]})"
     if any(t.name == "optimized_cross_attention" for t in transforms):

@@ -104,13 +104,14 @@ def test_app_in_headless_chromium(server: str, tmp_path: Path) -> None:
         assert "Traceback" not in page.content()
         page.locator("#mvd-image button[aria-label='Remove Image']").first.click()
 
-        # a real photograph, two stages at one step each
+        # a real photograph, two stages (svd-512 at 50 steps with CFG vs mobilevd at 1 step once trained)
         page.locator("#mvd-image input[type=file]").set_input_files(str(photo_path("chelsea")))
         page.wait_for_function("document.querySelectorAll('#mvd-preview img').length >= 1", timeout=30_000)
         page.locator('#mvd-stages input[name="svd"]').click()  # default svd + mobilevd -> svd-512 + mobilevd
         page.locator('#mvd-stages input[name="svd-512"]').click()
-        page.locator("#mvd-allsteps input").fill("1")
-        page.locator("#mvd-apply-steps").click()
+        if not trained:  # placeholders: one step each is enough; trained: each stage's default (50 with CFG vs 1)
+            page.locator("#mvd-allsteps input").fill("1")
+            page.locator("#mvd-apply-steps").click()
         page.wait_for_timeout(700)
         page.locator("#mvd-generate").click()
         page.wait_for_function("document.querySelectorAll('#mvd-cards video').length >= 2", timeout=180_000)
