@@ -48,8 +48,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="re-run rows whose record exists")
     p.add_argument("--quick", action="store_true", help="micro budget (1 step, 2 clips): a smoke test")
     p.add_argument("--list", action="store_true", help="list the rows and exit")
+    p.add_argument("--report", action="store_true",
+                   help="print the recorded rows beside the paper's as markdown tables and exit (docs/ablations.md)")
     p.add_argument("--no-progress", action="store_true")
     return p
+
+
+def _cell(value: object, digits: int = 2) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def report(checkpoints: Path) -> str:
+    """Markdown: per table, the paper's FVD / TFLOPs beside the project's FVD-proxy, PSNR, Spearman, TFLOPs."""
+    from explorer.app_support import ABLATION_TABLES, ablation_comparison, read_ablations
+
+    project, problems = read_ablations(checkpoints)
+    out = []
+    for table, what in ABLATION_TABLES.items():
+        out += [f"### {table}: {what}", "",
+                "| row | paper FVD (25 fps) | paper TFLOPs | FVD-proxy | first-frame PSNR | motion Spearman "
+                "| TFLOPs (full scale) |", "|---|---|---|---|---|---|---|"]
+        for r in ablation_comparison(table, project):
+            out.append(f"| {r['label']} | {_cell(r.get('paper_fvd'), 0)} | {_cell(r.get('paper_tflops'))} "
+                       f"| {_cell(r.get('fvd_proxy'))} | {_cell(r.get('first_frame_psnr'))} "
+                       f"| {_cell(r.get('motion_spearman'))} | {_cell(r.get('tflops'))} |")
+        out.append("")
+    if problems:
+        out.append("Problems: " + "; ".join(problems))
+    return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.report:
+        print(report(Path(args.checkpoints)))
+        return 0
     if args.list:
         for a in rows:
             print(f"{a.key:42s} {a.table:9s} {a.method:22s} {a.label}")
