@@ -13,6 +13,7 @@ UNet only, FLOPs = 2 x MAC; per clip = NFE x per-NFE, where a classifier-free-gu
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import math
@@ -985,11 +986,43 @@ def entry_flops(
                                  unet_config=catalog.unet_config_of(e))["tflops"]
     except Exception as exc:  # noqa: BLE001
         out["gen_error"] = _reason(exc)
+    full_transforms, note = transforms_for_scale(transforms, "full")
     try:
-        out["full"] = flops.stage(slug, "full", transforms=transforms)["tflops"]
+        out["full"] = flops.stage(slug, "full", transforms=full_transforms)["tflops"]
+        if note:
+            out["full_note"] = note
     except Exception as exc:  # noqa: BLE001
         out["full_error"] = _reason(exc)
     return out
+
+
+def transforms_for_scale(
+    transforms: Sequence[registry.Transform] | None, scale: str
+) -> tuple[list[registry.Transform] | None, str]:
+    """A stage's recorded transforms rebuilt for another scale's UNet, and what was changed (or "").
+
+    Pruning learned on the tiny UNet names its kept blocks by index among tiny's 33 temporal blocks; full SVD
+    has 38. The kept blocks are matched by module path; the full UNet's blocks that tiny lacks (level 0's temporal
+    transformers) count as pruned, so the full-scale cost is that of the same kept blocks."""
+    if transforms is None:
+        return None, ""
+    target = temporal_layout(scale)
+    out, note = [], ""
+    for t in transforms:
+        total, blocks = t.params.get("total"), t.params.get("blocks")
+        if t.name == "temporal_pruning" and total is not None and int(total) != len(target) and blocks is not None:
+            source = next((s for s in ("tiny", "full", "micro") if len(temporal_layout(s)) == int(total)), None)
+            if source is None:
+                raise ValueError(f"no scale has {total} temporal blocks to map the kept blocks from")
+            paths = {b["index"]: b["path"] for b in temporal_layout(source)}
+            by_path = {b["path"]: b["index"] for b in target}
+            kept = sorted(by_path[paths[int(i)]] for i in blocks if paths.get(int(i)) in by_path)
+            t = registry.Transform(t.name, {**{k: v for k, v in t.params.items() if k not in ("total", "kept")},
+                                            "blocks": kept, "kept": len(kept)})
+            note = (f"the {len(blocks)} temporal blocks kept on the {source} UNet, matched by module path to the "
+                    f"{scale} UNet's {len(target)} ({len(target) - len(kept)} counted as pruned)")
+        out.append(t)
+    return out, note
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -1187,7 +1220,8 @@ def outcome_stats(e: Entry, record: Any, result: Any, tf: dict[str, Any], catalo
         "tflops_nfe_gen": {"value": tf.get("gen"), "unit": f"TFLOPs per NFE ({scale}, at this size)",
                            "source": flop_src if tf.get("gen") is not None else tf.get("gen_error", "unavailable")},
         "tflops_nfe_full": {"value": tf.get("full"), "unit": "TFLOPs per NFE (full scale, paper size)",
-                            "source": flop_src if tf.get("full") is not None else tf.get("full_error", "unavailable")},
+                            "source": (flop_src + (f"; {tf['full_note']}" if tf.get("full_note") else ""))
+                            if tf.get("full") is not None else tf.get("full_error", "unavailable")},
         "tflops_nfe_paper": {"value": tf.get("paper"), "unit": "TFLOPs per NFE (paper)",
                              "source": f"{PAPER} (Table 2)" if tf.get("paper") is not None else "not in the paper"},
         "tflops_clip_gen": {"value": result.nfe * tf["gen"] if tf.get("gen") is not None else None,
@@ -1588,7 +1622,12 @@ def read_gates(checkpoints: Path, total: int | None = None) -> GatesRecord:
 
 def temporal_layout(scale: str = "full") -> list[dict[str, Any]]:
     """The temporal blocks (index, kind, level, side, path, channels) of the unpruned architecture at ``scale``
-    (meta device): 38 for full SVD and micro, 33 for tiny."""
+    (meta device): 38 for full SVD and micro, 33 for tiny. Cached per scale (a copy is returned)."""
+    return copy.deepcopy(_temporal_layout(scale))
+
+
+@functools.lru_cache(maxsize=8)
+def _temporal_layout(scale: str) -> list[dict[str, Any]]:
     from explorer.architecture import build_stage_unet
     from explorer.transforms.temporal_gates import temporal_blocks
 
@@ -1645,6 +1684,6 @@ __all__ = [
     "Entry", "FlopsService", "GatesRecord", "ResultCache", "StageCatalog", "StageOutcome", "StageRequest",
     "WorkLock", "attention_widths", "check_image", "compose", "default_kept", "entry_flops", "pruned_fraction",
     "ABLATION_TABLES", "ablation_comparison", "read_ablations", "read_gates", "read_json", "read_latency",
-    "read_metrics", "run_stage", "scale_for_count",
+    "read_metrics", "run_stage", "scale_for_count", "transforms_for_scale",
     "structural_order", "temporal_block_count", "temporal_layout", "zero_shot_kept",
 ]

@@ -477,3 +477,18 @@ def test_startup_is_fast(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_tiny_pruning_is_costed_at_full_scale_by_module_path() -> None:
+    """A stage pruned on the tiny UNet (33 temporal blocks) records tiny indices; its full-scale cost keeps the
+    same blocks, matched by module path (full SVD's extra level-0 transformers count as pruned)."""
+    tiny, full = S.temporal_layout("tiny"), S.temporal_layout("full")
+    assert (len(tiny), len(full)) == (33, 38)
+    kept = [0, 1, 2, 3, 27, 28, 29, 30, 31, 32]
+    chain = [registry.Transform("optimized_cross_attention"),
+             registry.Transform("temporal_pruning", {"pruned_fraction": 0.7, "kept": 10, "total": 33, "blocks": kept})]
+    mapped, note = S.transforms_for_scale(chain, "full")
+    blocks = mapped[1].params["blocks"]
+    assert [full[i]["path"] for i in blocks] == [tiny[i]["path"] for i in kept]
+    assert "total" not in mapped[1].params and "28 counted as pruned" in note
+    assert S.transforms_for_scale(chain, "tiny") == (chain, "")  # same scale: unchanged
