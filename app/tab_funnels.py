@@ -65,13 +65,15 @@ def view(ctx: AppContext, r: float, scale: str) -> tuple[Any, ...]:
 
 def ablation_view(ctx: AppContext) -> tuple[Any, list[list[Any]], str]:
     project, problems = read_ablations(ctx.checkpoints)
-    # funnel records: Tables 4/5, or anything configured with an init or a fun-factor
+    # funnel records: Tables 4/5, or an untabled record configured with an init or a fun-factor (Table 6's
+    # pruning records also carry a 'method' and belong to the Ablations tab only)
     funnel_rows = [p for p in project if p["table"] in ("Table 4", "Table 5")
-                   or {"init", "fun_factor", "method"} & set(p["config"])]
+                   or (not p["table"] and {"init", "fun_factor"} & set(p["config"]))]
+    init_rows = [p for p in funnel_rows if p["table"] == "Table 4" or (not p["table"] and "init" in p["config"])]
     paper5 = [[r.table, r.label, r.fvd_25fps, r.tflops, r.phone_ms, "paper"] for r in registry.ablation_rows("Table 5")]
     paper5 += [[p["table"], p["label"], p["fvd_proxy"], p["tflops"], None, p["source"]] for p in funnel_rows]
     note = "" if not problems else "Project records: " + "; ".join(problems)
-    return plots.funnel_ablations(funnel_rows), paper5, note
+    return plots.funnel_ablations(init_rows), paper5, note
 
 
 def build(ctx: AppContext) -> dict[str, Any]:

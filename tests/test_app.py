@@ -403,6 +403,32 @@ def test_tab_views_with_and_without_records(ctx: AppContext, tmp_path: Path) -> 
     assert pts == [] and len(tab_tradeoff.table(pts)) == len(registry.STAGES) + 4
 
 
+def test_funnels_tab_shows_only_funnel_ablations(tmp_path: Path) -> None:
+    """Tables 4/5 records on the Funnels tab (Table 4 alone in the CSI vs He plot); Table 3/6 records stay on the
+    Ablations tab."""
+    from app import tab_ablations
+
+    ck = tmp_path / "ck"
+    (ck / "ablations").mkdir(parents=True)
+    recs = [{"table": "Table 4", "label": "He init r=0.5", "config": {"init": "he", "fun_factor": 0.5}, "fvd_proxy": 2},
+            {"table": "Table 5", "label": "funnels merged before finetuning",
+             "config": {"method": "funnels_merged_early", "init": "csi", "fun_factor": 0.5}, "fvd_proxy": 3},
+            {"table": "Table 6", "label": "learned gates, 70% pruned", "config": {"method": "gates"}, "fvd_proxy": 4},
+            {"table": "Table 3", "label": "temporal only", "config": {"temporal_factor": 2}, "fvd_proxy": 5}]
+    (ck / "ablations" / "all.json").write_text(json.dumps(recs))
+    small = AppContext.create(ck, placeholders="auto", placeholder_scale="micro")
+    try:
+        fig, rows, note = tab_funnels.ablation_view(small)
+        project_labels = {r[1] for r in rows if r[-1] != "paper"}
+        assert project_labels == {"He init r=0.5", "funnels merged before finetuning"} and not note
+        plotted = {x for tr in fig.data if tr.xaxis == "x2" for x in tr.x}
+        assert plotted == {"He init r=0.5"}
+        fig6, grid6, note6 = tab_ablations.view(small, "Table 6")
+        assert "learned gates, 70% pruned" in {r[0] for r in grid6} and "Table 6" in note6
+    finally:
+        small.close()
+
+
 # ----------------------------------------------------------------------------------------------------------
 # The real server: named endpoints through gradio_client, and startup time
 
