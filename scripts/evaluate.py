@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from explorer import metrics as M  # noqa: E402
-from explorer.evaluation import Reference, build_reference, generate_set, round_trips, score  # noqa: E402,F401
+from explorer.evaluation import Reference, build_reference, generate_set, round_trips, score  # noqa: E402
 from explorer.fvd_proxy import DEFAULT_DIR as PROXY_DIR  # noqa: E402
 from explorer.fvd_proxy import WEIGHTS_FILE, load_proxy  # noqa: E402
 from explorer.stages import SLUGS, resolve  # noqa: E402

@@ -31,7 +31,7 @@ from explorer.flops import unet_flops
 from explorer.fvd_proxy import DEFAULT_DIR as PROXY_DIR
 from explorer.fvd_proxy import load_proxy
 from explorer.pipeline import load_stage
-from explorer.training.adversarial import AdversarialConfig, train_adversarial
+from explorer.training.adversarial import AdversarialConfig, finetune_one_step
 from explorer.training.pruning import l1_prune, learn_gates
 from explorer.transforms import apply_transforms
 from explorer.transforms.funnels import add_funnels, merge_funnels
@@ -44,7 +44,8 @@ TEACHER = "optimized-xattn"
 
 @dataclass(frozen=True)
 class Ablation:
-    """One row: ``method`` says what is done to the parent before the finetune (see :func:`_prepare`)."""
+    """One row: ``method`` says what is done to the parent before the finetune
+    (see :meth:`AblationRunner._prepare_and_train`)."""
 
     table: str
     label: str
@@ -170,8 +171,7 @@ class AblationRunner:
 
     def _train(self, key: str, unet: torch.nn.Module, pipe: Any, steps: int, **kw: Any) -> dict[str, Any]:
         cfg = self._cfg(key, steps)
-        res = train_adversarial(cfg, unet, self.teacher(), pipe.vae, pipe.image_encoder, progress=self.progress, **kw)
-        unet.load_state_dict({k: v.to(unet.state_dict()[k].dtype) for k, v in res["ema_unet"].items()})
+        res = finetune_one_step(cfg, unet, self.teacher(), pipe.vae, pipe.image_encoder, progress=self.progress, **kw)
         return {"log": res["log"], "config": asdict(cfg)}
 
     def _prepare_and_train(self, ablation: Ablation, pipe: Any) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -261,6 +261,7 @@ class AblationRunner:
             "format": RECORD_FORMAT, "key": ablation.key, "table": ablation.table, "label": ablation.label,
             "config": ablation.config, "method": ablation.method, "parent": slug,
             "transforms": [t.to_dict() for t in arch], **row, "nfe": nfe,
+            # a sampled stage other than the parent is another architecture; its cost is on the FLOPs tab
             "tflops": round(self._full_tflops(arch, pruned), 4) if ablation.method != "sample" or slug == PARENT
             else None,
             "tflops_scale": "full (512x256x14, per NFE, 2 x MAC, UNet only)",
@@ -273,8 +274,6 @@ class AblationRunner:
             "source": f"measured here (tiny scale, {len(videos)} test clips, 1 NFE; {ablation.key}.json)",
             "command": self.command, "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
-        if ablation.method == "sample" and slug != PARENT:
-            record["tflops"] = None  # another architecture than the ablated one; its cost is on the FLOPs tab
         return self._write(path, record)
 
     def _write(self, path: Path, record: dict[str, Any]) -> dict[str, Any]:

@@ -384,3 +384,19 @@ __all__ = [
     "pseudo_huber",
     "train_adversarial",
 ]
+
+
+def finetune_one_step(
+    cfg: AdversarialConfig,
+    unet: UNetSpatioTemporalConditionModel,
+    teacher: UNetSpatioTemporalConditionModel,
+    vae: AutoencoderKLTemporalDecoder,
+    image_encoder: CLIPVisionModelWithProjection,
+    progress: bool = True,
+    **kw: Any,
+) -> dict[str, Any]:
+    """:func:`train_adversarial`, then ``unet`` takes its EMA weights (what every one-step stage ships)."""
+    res = train_adversarial(cfg, unet, teacher, vae, image_encoder, progress=progress, **kw)
+    unet.load_state_dict({k: v.to(unet.state_dict()[k].dtype) for k, v in res["ema_unet"].items()})
+    return res
+

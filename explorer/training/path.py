@@ -17,7 +17,7 @@ import torch
 
 from explorer import stages as registry
 from explorer.pipeline import load_stage, store_weights_as
-from explorer.training.adversarial import AdversarialConfig, train_adversarial
+from explorer.training.adversarial import AdversarialConfig, finetune_one_step
 from explorer.training.denoise import DenoiseConfig
 from explorer.training.pruning import learn_gates
 from explorer.training.stage_runs import export_stage, export_svd_512, train_denoise_stage
@@ -132,10 +132,8 @@ class PathBuilder:
 
     def _adversarial(self, slug: str, unet: torch.nn.Module, pipe: Any, cfg: AdversarialConfig,
                      **kw: Any) -> dict[str, Any]:
-        res = train_adversarial(cfg, unet, self._teacher(), pipe.vae, pipe.image_encoder,
-                                progress=self.progress, **kw)
-        unet.load_state_dict({k: v.to(unet.state_dict()[k].dtype) for k, v in res["ema_unet"].items()})
-        return res
+        return finetune_one_step(cfg, unet, self._teacher(), pipe.vae, pipe.image_encoder, progress=self.progress,
+                                 **kw)
 
     @staticmethod
     def _last_log(path: str) -> dict[str, Any]:

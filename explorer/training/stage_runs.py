@@ -88,15 +88,9 @@ def export_svd_512(checkpoints: str | Path, size: tuple[int, int] | None = None)
     stage's own (referenced, not copied), only the record differs."""
     root = Path(checkpoints)
     pipe, svd_record = load_stage(root / "svd")
-    stage = registry.get_stage("svd-512")
-    width, height = size or stage.size("tiny")
-    record = StageRecord(slug="svd-512", parent="svd", scale=svd_record.scale, transforms=(), width=width,
-                         height=height, frames=stage.frames, steps=stage.steps, min_guidance=stage.min_guidance,
-                         max_guidance=stage.max_guidance, extra={"training": "none: svd sampled at low resolution"})
-    comps = {"unet": pipe.unet, "vae": pipe.vae, "image_encoder": pipe.image_encoder,
-             "feature_extractor": pipe.feature_extractor, "scheduler": pipe.scheduler}
-    shared = {name: root / "_shared" / name for name in SHARED} | {"unet": root / "svd" / "unet"}
-    return save_stage(comps, root / "svd-512", record, shared=shared, root=root)
+    return export_stage("svd-512", pipe.unet, pipe.image_encoder, pipe.vae, root,
+                        extra={"training": "none: svd sampled at low resolution"}, size=size, transforms=[],
+                        scale=svd_record.scale, unet_from="svd")
 
 
 def train_denoise_stage(
