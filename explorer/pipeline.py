@@ -56,7 +56,6 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 from diffusers import (
-    AutoencoderKLTemporalDecoder,
     EulerDiscreteScheduler,
     StableVideoDiffusionPipeline,
     UNetSpatioTemporalConditionModel,
@@ -72,7 +71,9 @@ STAGE_FORMAT = "mobilevd-explorer/stage/1"
 COMPONENTS: tuple[str, ...] = ("unet", "vae", "image_encoder", "feature_extractor", "scheduler")
 # Pickle-based weight formats: never loaded, never written.
 PICKLE_SUFFIXES: tuple[str, ...] = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".msgpack", ".h5")
-# The only classes a stage folder may name (nothing is imported from a folder's model_index.json).
+# The only classes a stage folder may name (nothing is imported from a folder's model_index.json). The VAE may
+# also be the tiny family's PatchVAE (explorer/vae.py), named by ``_class_name`` in ``vae/config.json``.
+VAE_ALTERNATIVES: dict[str, tuple[str, str]] = {"PatchVAE": ("explorer", "PatchVAE")}
 EXPECTED_CLASSES: dict[str, tuple[str, str]] = {
     "unet": ("diffusers", "UNetSpatioTemporalConditionModel"),
     "vae": ("diffusers", "AutoencoderKLTemporalDecoder"),
@@ -424,12 +425,16 @@ def load_unet(
     return unet
 
 
-def _load_vae(directory: Path, variant: str | None, dtype: torch.dtype = torch.float32) -> AutoencoderKLTemporalDecoder:
+def _load_vae(directory: Path, variant: str | None, dtype: torch.dtype = torch.float32) -> Any:
+    """diffusers' ``AutoencoderKLTemporalDecoder`` or, when ``config.json`` names it, the PatchVAE."""
+    from explorer.vae import vae_class
+
     config = _read_json_object(directory / "config.json")
     files = _weight_files(directory, _WEIGHTS_BASE["vae"], variant)
     state = _read_state_dict(files)
     try:
-        vae = AutoencoderKLTemporalDecoder(**_init_kwargs(AutoencoderKLTemporalDecoder, config))
+        cls = vae_class(config)
+        vae = cls(**_init_kwargs(cls, config))
     except Exception as exc:
         raise StageLoadError(f"cannot build the VAE from {directory / 'config.json'}: {exc}") from exc
     _strict_load(vae, state, ", ".join(map(str, files)))
@@ -640,6 +645,8 @@ def _check_model_index(folder: Path) -> None:
         if not isinstance(entry, list) or len(entry) != 2:
             raise StageLoadError(f"{path}: bad entry for {name!r}: {entry!r}")
         allowed = {cls_name}
+        if name == "vae":
+            allowed |= set(VAE_ALTERNATIVES)
         if name == "feature_extractor":  # transformers 5 names its PIL backend class; older hub folders the alias
             allowed |= {"CLIPImageProcessorPil", "CLIPFeatureExtractor"}
         if entry[1] not in allowed:
@@ -747,11 +754,13 @@ def swap_unet(
 # Saving
 
 
-def _model_index() -> dict[str, Any]:
+def _model_index(vae_class_name: str | None = None) -> dict[str, Any]:
     import diffusers
 
     index: dict[str, Any] = {"_class_name": "StableVideoDiffusionPipeline", "_diffusers_version": diffusers.__version__}
     index.update({name: list(lib_cls) for name, lib_cls in EXPECTED_CLASSES.items()})
+    if vae_class_name in VAE_ALTERNATIVES:
+        index["vae"] = list(VAE_ALTERNATIVES[vae_class_name])
     return index
 
 
@@ -885,7 +894,11 @@ def save_stage(
         for name in COMPONENTS:
             if name not in record.components:
                 _save_component(name, comps[name], tmp / name)
-        (tmp / MODEL_INDEX).write_text(json.dumps(_model_index(), indent=2) + "\n", encoding="utf-8")
+        if comps.get("vae") is not None:
+            vae_name = type(comps["vae"]).__name__
+        else:  # a shared VAE saved earlier: its config names the class
+            vae_name = _read_json_object(Path((shared or {})["vae"]) / "config.json").get("_class_name")
+        (tmp / MODEL_INDEX).write_text(json.dumps(_model_index(vae_name), indent=2) + "\n", encoding="utf-8")
         (tmp / STAGE_FILE).write_text(json.dumps(record.to_dict(), indent=2, default=_json_default) + "\n")
         pickles = _pickles_in(tmp)
         if pickles:

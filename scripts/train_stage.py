@@ -50,6 +50,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--p-mean", type=float, default=0.7)
     parser.add_argument("--p-std", type=float, default=1.6)
     parser.add_argument("--freeze-image-encoder", action="store_true")
+    parser.add_argument("--image-encoder", help="a saved image encoder folder to start from (kept frozen with "
+                        "--freeze-image-encoder; needed with --cache)")
+    parser.add_argument("--cache", help="latent cache folder (scripts/build_latent_cache.py); implies a frozen "
+                        "image encoder")
+    parser.add_argument("--curriculum-start", type=float, default=0.0,
+                        help="motion curriculum: max ref px per frame at step 0 (0: none)")
+    parser.add_argument("--curriculum-steps", type=int, default=0, help="steps until the full motion range")
+    parser.add_argument("--probe-every", type=int, default=0, help="learning-curve row every N steps (0: never)")
+    parser.add_argument("--ema-decay", type=float, default=0.999)
     parser.add_argument("--ckpt-every", type=int, default=100)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1)
@@ -66,12 +75,16 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or f"runs/{slug}"
     cfg = DenoiseConfig(out=out, size=size, frames=args.frames, steps=args.steps, batch=args.batch, lr=args.lr,
                         warmup=args.warmup, p_mean=args.p_mean, p_std=args.p_std,
-                        train_image_encoder=not args.freeze_image_encoder, ckpt_every=args.ckpt_every,
-                        seed=args.seed, data_seed=args.data_seed, threads=args.threads, num_workers=args.workers)
+                        train_image_encoder=not (args.freeze_image_encoder or args.cache),
+                        ckpt_every=args.ckpt_every, seed=args.seed, data_seed=args.data_seed, threads=args.threads,
+                        num_workers=args.workers, cache=args.cache, curriculum_start=args.curriculum_start,
+                        curriculum_steps=args.curriculum_steps, probe_every=args.probe_every,
+                        ema_decay=args.ema_decay)
     from explorer.training.stage_runs import train_denoise_stage
 
     summary = train_denoise_stage(slug, cfg, args.init, vae_dir=args.vae,
-                                  checkpoints=args.checkpoints if args.phase == "final" else None)
+                                  checkpoints=args.checkpoints if args.phase == "final" else None, size=size,
+                                  image_encoder_dir=args.image_encoder)
     print(json.dumps(summary, indent=1))
     return 0
 

@@ -76,9 +76,13 @@ def test_checkpointer_roundtrip(tmp_path: Path) -> None:
 
 def test_vae_training_step_and_resume(tmp_path: Path) -> None:
     cfg = VAETrainConfig(out=str(tmp_path / "vae"), scale="micro", steps=2, clips_per_step=1, clip_frames=2,
-                         clip_size=(32, 16), crops_per_step=2, crop_size=(16, 16), ckpt_every=1, eval_images=2)
+                         clip_size=(32, 16), crops_per_step=2, crop_size=(16, 16), ckpt_every=1, eval_images=2,
+                         pca_images=8)
     metrics = train_vae(cfg, progress=False)
-    assert metrics["steps"] == 2 and metrics["scaling_factor"] > 0
+    assert metrics["steps"] == 2 and metrics["scaling_factor"] > 0 and metrics["class"] == "PatchVAE"
+    assert metrics["encoder_trained"] is False
+    for row in metrics["by_size"].values():  # the VAE beside the linear baseline of the same latent size
+        assert set(row["first_frames"]) == {"vae", "linear"} and row["photographs"]["vae"]["psnr"] > 10
     assert (tmp_path / "vae" / "final" / "diffusion_pytorch_model.safetensors").exists()
     cfg.steps = 3
     assert train_vae(cfg, progress=False)["steps"] == 3  # resumed from step 2
@@ -92,7 +96,8 @@ def test_decoder_only_finetuning_keeps_the_latent_space(tmp_path: Path) -> None:
     from diffusers import AutoencoderKLTemporalDecoder
 
     base = VAETrainConfig(out=str(tmp_path / "vae"), scale="micro", steps=1, clips_per_step=1, clip_frames=2,
-                          clip_size=(32, 16), crops_per_step=2, crop_size=(16, 16), ckpt_every=1, eval_images=2)
+                          clip_size=(32, 16), crops_per_step=2, crop_size=(16, 16), ckpt_every=1, eval_images=2,
+                          arch="kl")
     train_vae(base, progress=False)
     parent = AutoencoderKLTemporalDecoder.from_pretrained(tmp_path / "vae" / "final")
     cfg = replace(base, out=str(tmp_path / "dec"), steps=2, init=str(tmp_path / "vae" / "final"),
@@ -106,6 +111,22 @@ def test_decoder_only_finetuning_keeps_the_latent_space(tmp_path: Path) -> None:
         same = torch.equal(p_sd[k], c_sd[k])
         assert same if k.startswith(("encoder.", "quant_conv.")) else True, k
     assert any(not torch.equal(p_sd[k], c_sd[k]) for k in p_sd if k.startswith("decoder."))
+
+
+def test_patch_vae_training_keeps_the_projection_exactly(tmp_path: Path) -> None:
+    """Only the residual decoder trains; the exported encoder and linear decoder equal the PCA fit bit for bit."""
+    from explorer.training.vae import _initial_vae
+    from explorer.vae import load_vae
+
+    cfg = VAETrainConfig(out=str(tmp_path / "vae"), scale="micro", steps=3, clips_per_step=1, clip_frames=2,
+                         clip_size=(32, 16), crops_per_step=2, crop_size=(16, 16), ckpt_every=1, eval_images=2,
+                         pca_images=8, lr=1e-2, warmup=1)
+    train_vae(cfg, progress=False)
+    fresh, trained = _initial_vae(cfg).state_dict(), load_vae(tmp_path / "vae" / "final").state_dict()
+    for k, v in fresh.items():
+        if k.startswith(("encoder.", "linear_decoder.")):
+            assert torch.equal(v, trained[k]), k
+    assert any(not torch.equal(fresh[k], trained[k]) for k in fresh if k.startswith("decoder_out"))
 
 
 def test_psnr_known_values() -> None:

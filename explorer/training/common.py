@@ -30,11 +30,15 @@ class EMA:
         self.shadow = {k: v.detach().clone().float() for k, v in model.state_dict().items()}
         self.updates = 0
 
+    def current_decay(self) -> float:
+        """The decay the last update used: the ramp (1 + n) / (warmup + n), capped at ``decay``."""
+        return min(self.decay, (1 + self.updates) / (self.warmup + self.updates))
+
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         self.updates += 1
         # ramp the decay so early, random weights are forgotten quickly
-        decay = min(self.decay, (1 + self.updates) / (self.warmup + self.updates))
+        decay = self.current_decay()
         for k, v in model.state_dict().items():
             s = self.shadow[k]
             if v.dtype.is_floating_point:

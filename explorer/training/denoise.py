@@ -45,7 +45,10 @@ class DenoiseConfig:
     aug_mean: float = -3.0  # noise augmentation strength ~ log-normal(-3, 0.5), as SVD
     aug_std: float = 0.5
     cond_dropout: float = 0.1
-    ema_decay: float = 0.9995
+    ema_decay: float = 0.999
+    # EMA decay ramp (1 + n) / (ema_warmup + n): with 10 the full decay is reached after ~9K updates; with the
+    # old 100, 0.9995 needed ~200K updates, far beyond any CPU run (a decay never reached)
+    ema_warmup: int = 10
     train_image_encoder: bool = True
     grad_clip: float = 1.0
     seed: int = 0
@@ -54,6 +57,12 @@ class DenoiseConfig:
     ckpt_every: int = 200
     num_workers: int = 1
     threads: int = 0  # torch threads in the training process (0 = leave torch's default)
+    cache: str | None = None  # a latent cache folder (explorer.latent_cache): no rendering or encoding per step
+    curriculum_start: float = 0.0  # motion curriculum: max ref px per frame at step 0 (0: none) ...
+    curriculum_steps: int = 0  # ... rising to the full range over these steps (cached runs only)
+    probe_every: int = 0  # learning-curve rows (explorer.training.curves) every this many steps (0: never)
+    probe_clips: int = 16
+    probe_photos: int = 4
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -143,13 +152,15 @@ def train_denoiser(
 
     Returns the EMA weights (state dicts) and the log path. The caller saves the stage folder.
     """
+    if cfg.cache and cfg.train_image_encoder:
+        raise ValueError("a latent cache holds the frozen image encoder's embeddings: set train_image_encoder=False")
     accelerator, out = start_run(cfg.out, cfg.threads, (unet, vae))
     vae.requires_grad_(False).eval()
     image_encoder.requires_grad_(cfg.train_image_encoder)
     params = list(unet.parameters()) + (list(image_encoder.parameters()) if cfg.train_image_encoder else [])
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
-    ema = EMA(unet, decay=cfg.ema_decay)
-    ema_enc = EMA(image_encoder, decay=cfg.ema_decay)
+    ema = EMA(unet, decay=cfg.ema_decay, warmup=cfg.ema_warmup)
+    ema_enc = EMA(image_encoder, decay=cfg.ema_decay, warmup=cfg.ema_warmup)
     ckpt = Checkpointer(out / "state")
     log = JsonlLog(out / "log.jsonl")
     step = 0
@@ -162,7 +173,19 @@ def train_denoiser(
     vae.to(accelerator.device)
     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
     clips_per_step = cfg.batch * accelerator.num_processes
-    batches = _batches(cfg, start_clip=step * clips_per_step + accelerator.process_index * cfg.batch)
+    if cfg.cache:
+        from explorer.latent_cache import LatentCache, cached_conditioning, motion_curriculum
+
+        cache = LatentCache(cfg.cache, vae=vae, image_encoder=image_encoder)
+        if cache.size != tuple(cfg.size):
+            raise ValueError(f"the latent cache {cfg.cache} is at {cache.size}, the run at {tuple(cfg.size)}")
+        curriculum = motion_curriculum(cfg.curriculum_start, cfg.curriculum_steps) if cfg.curriculum_start else None
+        cached = cache.batches(cfg.batch, seed=cfg.data_seed * 1009 + accelerator.process_index, start_step=step,
+                               max_motion=curriculum)
+    else:
+        batches = _batches(cfg, start_clip=step * clips_per_step + accelerator.process_index * cfg.batch)
+    probe = _Probe(cfg, out, unet, vae, image_encoder, ema, accelerator.is_main_process)
+    probe.maybe(step, step * clips_per_step, first=True)
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress or not accelerator.is_main_process,
                desc=out.name)
     t0, seen, running = time.time(), 0, None
@@ -172,9 +195,13 @@ def train_denoiser(
             g["lr"] = lr
         unet.train()
         image_encoder.train(cfg.train_image_encoder)
-        batch = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in next(batches).items()}
-        cond = encode_batch(batch, vae, image_encoder, gen, cfg.aug_mean, cfg.aug_std,
-                            embed_grad=cfg.train_image_encoder)
+        if cfg.cache:
+            cond = cached_conditioning(next(cached), vae, gen, cfg.aug_mean, cfg.aug_std, accelerator.device)
+            cond.latents = cond.latents[:, : cfg.frames]
+        else:
+            batch = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in next(batches).items()}
+            cond = encode_batch(batch, vae, image_encoder, gen, cfg.aug_mean, cfg.aug_std,
+                                embed_grad=cfg.train_image_encoder)
         loss = denoise_loss(unet, cond, gen, cfg.p_mean, cfg.p_std, cfg.cond_dropout)
         opt.zero_grad(set_to_none=True)
         accelerator.backward(loss)
@@ -190,16 +217,45 @@ def train_denoiser(
         if step % cfg.log_every == 0 and accelerator.is_main_process:
             el = time.time() - t0
             log.write(step=step, loss=loss.item(), loss_avg=running, lr=lr, clips=step * clips_per_step,
-                      clips_per_s=seen / el, elapsed_s=el)
+                      clips_per_s=seen / el, elapsed_s=el, ema_decay=ema.current_decay())
             bar.set_postfix(loss=f"{running:.4f}", cps=f"{seen / el:.2f}")
         if (step % cfg.ckpt_every == 0 or step == cfg.steps) and accelerator.is_main_process:
             ckpt.save(step, {"unet": accelerator.unwrap_model(unet),
                              "image_encoder": accelerator.unwrap_model(image_encoder),
                              "ema": ema.state_dict(), "ema_image_encoder": ema_enc.state_dict()},
                       {"opt": opt}, meta={"ema_updates": ema.updates, "config": asdict(cfg)})
+        probe.maybe(step, step * clips_per_step, last=step == cfg.steps)
     bar.close()
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
     return {"ema_unet": ema.state_dict(), "ema_image_encoder": ema_enc.state_dict(), "log": str(log.path)}
+
+
+class _Probe:
+    """Writes learning-curve rows (explorer.training.curves) of the EMA weights to ``<run>/curve.jsonl``."""
+
+    def __init__(self, cfg: DenoiseConfig, out: Any, unet: Any, vae: Any, image_encoder: Any, ema: EMA,
+                 main: bool) -> None:
+        self.cfg, self.unet, self.vae, self.encoder, self.ema = cfg, unet, vae, image_encoder, ema
+        self.log = JsonlLog(out / "curve.jsonl")
+        self.on = main and cfg.probe_every > 0
+
+    def maybe(self, step: int, clips: int, first: bool = False, last: bool = False) -> None:
+        if not self.on:
+            return
+        done = {row["step"] for row in self.log.read()}
+        if step in done or not (last or (first and not done) or step % self.cfg.probe_every == 0):
+            return
+        import copy
+
+        from explorer.training.curves import curve_row
+
+        t0 = time.time()
+        model = copy.deepcopy(self.unet)
+        self.ema.copy_to(model)
+        row = curve_row(model, self.vae, self.encoder, tuple(self.cfg.size), self.cfg.probe_clips,
+                        self.cfg.probe_photos)
+        self.log.write(step=step, clips=clips, weights="ema", probe_seconds=round(time.time() - t0, 1), **row)
+        del model
 
 
 __all__ = ["Conditioning", "DenoiseConfig", "clip_embed_input", "denoise_loss", "encode_batch", "train_denoiser"]

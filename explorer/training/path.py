@@ -26,8 +26,9 @@ from explorer.transforms import apply_transforms
 from explorer.transforms.funnels import add_funnels, merge_funnels
 from explorer.transforms.temporal_gates import num_temporal_blocks
 
-ORDER = ("vae", "svd-pretrain-small", "svd-pretrain", "svd", "svd-512", "lowres-ft", "optimized-xattn",
-         "adversarial-1step", "temporal-multiscale", "temporal-pruning", "channel-funnels", "mobilevd-hd")
+ORDER = ("vae", "latent-cache-small", "svd-pretrain-small", "latent-cache", "svd-pretrain", "svd", "svd-512",
+         "lowres-ft", "optimized-xattn", "adversarial-1step", "temporal-multiscale", "temporal-pruning",
+         "channel-funnels", "mobilevd-hd")
 
 
 @dataclass
@@ -37,16 +38,27 @@ class Plan:
     scale: str = "tiny"
     lowres: tuple[int, int] = (128, 64)
     base: tuple[int, int] = (256, 144)
-    vae_steps: int = 3000
-    pretrain_small_steps: int = 3000  # first at a quarter of the pixels: ~4x the clips per CPU hour
+    vae_arch: str = "patch"  # PCA patch encoder + residual decoder (explorer/vae.py)
+    vae_steps: int = 3000  # decoder steps
+    # the family's image encoder, frozen for the whole campaign (its embeddings are cached); empty: a random one
+    image_encoder: str = "checkpoints/_shared/image_encoder"
+    cache_small_clips: int = 49_152  # encoded once at 64x32 (2.9 GB), read ~4 times by the small pretraining
+    cache_clips: int = 32_768  # at 128x64 (7.5 GB)
+    pretrain_small_steps: int = 12_000  # first at a quarter of the pixels: ~4x the clips per CPU hour
     pretrain_small_size: tuple[int, int] = (64, 32)
     pretrain_small_batch: int = 16
-    pretrain_steps: int = 3000
+    pretrain_steps: int = 15_000
     pretrain_size: tuple[int, int] = (128, 64)
     pretrain_batch: int = 8
-    svd_steps: int = 300
+    # high-sigma emphasis while pretraining (SVD's video setting is 0.7 / 1.6; the finetunes use it)
+    pretrain_p_mean: float = 1.5
+    pretrain_p_std: float = 1.4
+    curriculum_start: float = 2.0  # max motion (ref px per frame) at the start of pretraining ...
+    curriculum_steps: int = 4000  # ... reaching the full range after these steps (of each pretraining phase)
+    probe_every: int = 1000  # learning-curve rows (runs/<phase>/curve.jsonl)
+    svd_steps: int = 1500
     svd_batch: int = 4
-    lowres_steps: int = 400
+    lowres_steps: int = 3000
     lowres_batch: int = 8
     adv_steps: int = 400
     adv_batch: int = 4
@@ -69,7 +81,8 @@ class Plan:
     @classmethod
     def quick(cls) -> Plan:
         """The micro model, two steps per stage: exercises every code path end to end in a few minutes."""
-        return cls(scale="micro", lowres=(32, 16), base=(64, 32), vae_steps=2, pretrain_small_steps=1,
+        return cls(scale="micro", lowres=(32, 16), base=(64, 32), vae_steps=2, image_encoder="",
+                   cache_small_clips=4, cache_clips=4, curriculum_steps=2, probe_every=0, pretrain_small_steps=1,
                    pretrain_small_size=(32, 16), pretrain_small_batch=1, pretrain_steps=2,
                    pretrain_size=(32, 16), pretrain_batch=1, svd_steps=1, svd_batch=1, lowres_steps=1,
                    lowres_batch=1, adv_steps=2, adv_batch=1, multiscale_steps=1, gates_steps=2, prune_ft_steps=1,
@@ -99,7 +112,39 @@ class PathBuilder:
         p = self.plan
         return DenoiseConfig(out=str(self.runs / name), size=size, steps=steps, batch=batch, lr=p.denoise_lr,
                              warmup=min(200, max(1, steps // 10)), ckpt_every=p.ckpt_every, num_workers=p.num_workers,
-                             threads=p.threads, log_every=1 if steps < 20 else 20, **kw)
+                             threads=p.threads, log_every=1 if steps < 20 else 20, train_image_encoder=False,
+                             probe_every=p.probe_every, **kw)
+
+    def _cache_dir(self, size: tuple[int, int]) -> Path:
+        return self.runs / f"latent-cache-{size[0]}x{size[1]}"
+
+    def image_encoder_dir(self) -> str:
+        """The family's frozen image encoder: the plan's folder, or a seeded random one saved once in runs/."""
+        if self.plan.image_encoder:
+            return self.plan.image_encoder
+        folder = self.runs / "image-encoder"
+        if not (folder / "model.safetensors").exists():
+            from explorer.components import build_image_encoder
+
+            build_image_encoder(self.plan.scale).save_pretrained(folder, safe_serialization=True)
+        return str(folder)
+
+    def _build_cache(self, size: tuple[int, int], clips: int) -> dict[str, Any]:
+        from transformers import CLIPVisionModelWithProjection
+
+        from explorer.latent_cache import build_latent_cache
+        from explorer.vae import load_vae
+
+        if self.plan.threads:
+            torch.set_num_threads(self.plan.threads)
+        encoder = CLIPVisionModelWithProjection.from_pretrained(self.image_encoder_dir(), use_safetensors=True)
+        manifest = build_latent_cache(self._cache_dir(size), load_vae(self.vae_dir), encoder.eval(), size, clips,
+                                      progress=self.progress)
+        return {"cache": str(self._cache_dir(size)), "clips": sum(s["count"] for s in manifest["shards"])}
+
+    def _cache_done(self, size: tuple[int, int], clips: int) -> bool:
+        path = self._cache_dir(size) / "manifest.json"
+        return path.is_file() and sum(s["count"] for s in json.loads(path.read_text())["shards"]) >= clips
 
     def _adv_cfg(self, name: str, steps: int, size: tuple[int, int] | None = None, batch: int | None = None,
                  **kw: Any) -> AdversarialConfig:
@@ -146,43 +191,57 @@ class PathBuilder:
         if (self.vae_dir / "diffusion_pytorch_model.safetensors").exists():
             return {"skipped": True}
         p = self.plan
-        cfg = VAETrainConfig(out=str(self.runs / "vae"), scale=p.scale, steps=p.vae_steps,
+        cfg = VAETrainConfig(out=str(self.runs / "vae"), scale=p.scale, arch=p.vae_arch, steps=p.vae_steps,
                              ckpt_every=p.ckpt_every, log_every=1 if p.vae_steps < 20 else 25)
         if p.scale == "micro":
             cfg = replace(cfg, clips_per_step=1, clip_frames=2, clip_size=p.lowres, crops_per_step=2,
-                          crop_size=(16, 16), eval_images=2)
+                          crop_size=(16, 16), eval_images=2, pca_images=8)
         return train_vae(cfg, progress=self.progress)
+
+    def latent_cache_small(self) -> dict[str, Any]:
+        return self._build_cache(self.plan.pretrain_small_size, self.plan.cache_small_clips)
+
+    def latent_cache(self) -> dict[str, Any]:
+        return self._build_cache(self.plan.pretrain_size, self.plan.cache_clips)
+
+    def _pretrain_cfg(self, name: str, size: tuple[int, int], steps: int, batch: int) -> DenoiseConfig:
+        p = self.plan
+        return self._denoise_cfg(name, size, steps, batch, cache=str(self._cache_dir(size)), p_mean=p.pretrain_p_mean,
+                                 p_std=p.pretrain_p_std, curriculum_start=p.curriculum_start,
+                                 curriculum_steps=min(p.curriculum_steps, steps))
 
     def svd_pretrain_small(self) -> dict[str, Any]:
         p = self.plan
         if p.pretrain_small_steps <= 0:
             return {"skipped": True}
-        cfg = self._denoise_cfg("svd-pretrain-small", p.pretrain_small_size, p.pretrain_small_steps,
-                                p.pretrain_small_batch)
+        cfg = self._pretrain_cfg("svd-pretrain-small", p.pretrain_small_size, p.pretrain_small_steps,
+                                 p.pretrain_small_batch)
         return train_denoise_stage("svd", cfg, None, vae_dir=str(self.vae_dir), checkpoints=None, scale=p.scale,
-                                   progress=self.progress)
+                                   progress=self.progress, image_encoder_dir=self.image_encoder_dir())
 
     def svd_pretrain(self) -> dict[str, Any]:
         p = self.plan
         small = self.runs / "svd-pretrain-small"
         init = str(small) if p.pretrain_small_steps > 0 and (small / "state").exists() else None
-        cfg = self._denoise_cfg("svd-pretrain", p.pretrain_size, p.pretrain_steps, p.pretrain_batch)
+        cfg = self._pretrain_cfg("svd-pretrain", p.pretrain_size, p.pretrain_steps, p.pretrain_batch)
         return train_denoise_stage("svd", cfg, init, vae_dir=str(self.vae_dir), checkpoints=None, scale=p.scale,
-                                   progress=self.progress)
+                                   progress=self.progress, image_encoder_dir=self.image_encoder_dir())
 
     def svd(self) -> dict[str, Any]:
         p = self.plan
         cfg = self._denoise_cfg("svd", p.base, p.svd_steps, p.svd_batch)
         return train_denoise_stage("svd", cfg, str(self.runs / "svd-pretrain"), vae_dir=str(self.vae_dir),
                                    checkpoints=str(self.ckpt), scale=p.scale, progress=self.progress,
-                                   size=p.base)
+                                   size=p.base, image_encoder_dir=self.image_encoder_dir())
 
     def svd_512(self) -> dict[str, Any]:
         return {"folder": str(export_svd_512(self.ckpt, size=self.plan.lowres))}
 
     def lowres_ft(self) -> dict[str, Any]:
         p = self.plan
-        cfg = self._denoise_cfg("lowres-ft", p.lowres, p.lowres_steps, p.lowres_batch, train_image_encoder=False)
+        cache = self._cache_dir(p.lowres)
+        cfg = self._denoise_cfg("lowres-ft", p.lowres, p.lowres_steps, p.lowres_batch,
+                                cache=str(cache) if (cache / "manifest.json").is_file() else None)
         return train_denoise_stage("lowres-ft", cfg, str(self.ckpt / "svd"), checkpoints=str(self.ckpt),
                                    scale=p.scale, progress=self.progress, size=p.lowres)
 
@@ -256,11 +315,17 @@ class PathBuilder:
         return {"folder": str(self._export("mobilevd-hd", pipe.unet, pipe, list(record.transforms), summary))}
 
     # ------------------------------------------------------------------------------------------------ run
-    def finished(self, step: str) -> bool:
+    def finished(self, step: str, explicit: bool = False) -> bool:
+        """Whether ``step`` needs no work. A pretraining phase is skipped once `svd` is exported (it exists only
+        to make `svd`), unless it is asked for by name (``explicit``): then only its own run counts."""
         if step == "vae":
             return (self.vae_dir / "diffusion_pytorch_model.safetensors").exists()
+        if step == "latent-cache-small":
+            return self._cache_done(self.plan.pretrain_small_size, self.plan.cache_small_clips)
+        if step == "latent-cache":
+            return self._cache_done(self.plan.pretrain_size, self.plan.cache_clips)
         if step in ("svd-pretrain-small", "svd-pretrain"):
-            return _done(self.ckpt / "svd") or (self.runs / step / "config.json").exists()
+            return (self.runs / step / "config.json").exists() or (not explicit and _done(self.ckpt / "svd"))
         return _done(self.ckpt / step)
 
     def run(self, only: list[str] | None = None, until: str | None = None) -> dict[str, Any]:
@@ -270,7 +335,7 @@ class PathBuilder:
         if only:
             steps = [s for s in steps if s in only]
         for i, step in enumerate(steps):
-            if self.finished(step):
+            if self.finished(step, explicit=bool(only) and step in only):
                 print(_progress_note(step, f"done already ({i + 1}/{len(steps)})"), flush=True)
                 continue
             print(_progress_note(step, f"running ({i + 1}/{len(steps)})"), flush=True)

@@ -17,18 +17,28 @@ from transformers import CLIPVisionModelWithProjection
 
 from explorer import stages as registry
 from explorer.components import build_feature_extractor, build_image_encoder, build_scheduler
-from explorer.models import build_unet
+from explorer.models import build_unet, unet_config
 from explorer.pipeline import StageRecord, load_stage, save_stage
 from explorer.training.denoise import DenoiseConfig, train_denoiser
+from explorer.vae import load_vae
 
 SHARED = ("vae", "image_encoder", "feature_extractor", "scheduler")
 
 
+def unet_config_for(scale: str, vae: Any) -> dict[str, Any]:
+    """The UNet config of ``scale`` with its latent channels matched to ``vae`` (noisy + conditioning latents in,
+    one latent out), so the same family trains on a VAE with another latent width."""
+    cfg = unet_config(scale)
+    channels = int(vae.config.latent_channels)
+    cfg.update(in_channels=2 * channels, out_channels=channels)
+    return cfg
+
+
 def load_init(
-    init: str | None, scale: str, vae_dir: str | None
+    init: str | None, scale: str, vae_dir: str | None, image_encoder_dir: str | None = None
 ) -> tuple[UNetSpatioTemporalConditionModel, CLIPVisionModelWithProjection, AutoencoderKLTemporalDecoder, dict]:
     """(unet, image encoder, vae, info) to start from: a stage folder, a run folder (its EMA weights), or
-    nothing (random UNet and image encoder, for the base model trained from scratch)."""
+    nothing (random UNet, and a random image encoder unless ``image_encoder_dir`` names a saved one to keep)."""
     info: dict[str, Any] = {"init": init}
     if init and any((Path(init) / name).exists() for name in ("stage.json", "model_index.json")):
         pipe, record = load_stage(init)
@@ -36,15 +46,19 @@ def load_init(
         return pipe.unet, pipe.image_encoder, pipe.vae, info
     if vae_dir is None:
         raise ValueError("training from scratch or from a run folder needs --vae (a trained VAE folder)")
-    vae = AutoencoderKLTemporalDecoder.from_pretrained(vae_dir, use_safetensors=True)
-    unet = build_unet(scale)
+    vae = load_vae(vae_dir)
+    unet = build_unet(unet_config_for(scale, vae))
     encoder = build_image_encoder(scale)
+    if image_encoder_dir:
+        encoder = CLIPVisionModelWithProjection.from_pretrained(image_encoder_dir, use_safetensors=True).eval()
+        info["image_encoder"] = image_encoder_dir
     if init:
         state = Path(init) / "state"
         if not (state / "ema.safetensors").exists():
             raise ValueError(f"{init} is neither a stage folder nor a run folder with state/ema.safetensors")
         unet.load_state_dict(load_file(str(state / "ema.safetensors")))
-        encoder.load_state_dict(load_file(str(state / "ema_image_encoder.safetensors")))
+        if not image_encoder_dir:
+            encoder.load_state_dict(load_file(str(state / "ema_image_encoder.safetensors")))
     return unet, encoder, vae, info
 
 
@@ -102,9 +116,11 @@ def train_denoise_stage(
     scale: str = "tiny",
     progress: bool = True,
     size: tuple[int, int] | None = None,
+    image_encoder_dir: str | None = None,
 ) -> dict[str, Any]:
-    """Denoising training of ``slug`` (the base `svd` phases or `lowres-ft`); exports when ``checkpoints``."""
-    unet, encoder, vae, info = load_init(init, scale, vae_dir)
+    """Denoising training of ``slug`` (the base `svd` phases or `lowres-ft`); exports when ``checkpoints``.
+    ``image_encoder_dir``: keep this saved image encoder (frozen, e.g. for a latent-cached run)."""
+    unet, encoder, vae, info = load_init(init, scale, vae_dir, image_encoder_dir)
     result = train_denoiser(cfg, unet, vae, encoder, progress=progress)
     unet.load_state_dict({k: v.to(p.dtype) for (k, v), p in zip(result["ema_unet"].items(),
                                                                   unet.state_dict().values(), strict=True)})

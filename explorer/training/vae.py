@@ -1,4 +1,8 @@
-"""Train the tiny 4x ``AutoencoderKLTemporalDecoder`` on the training photographs.
+"""Train the tiny 4x VAE on the training photographs: the PatchVAE (default) or an ``AutoencoderKLTemporalDecoder``.
+
+``arch="patch"`` (explorer/vae.py): the encoder is fitted once as the PCA of the training photographs' 4x4
+patches and stays fixed; only the residual decoder trains, starting from the exact linear reconstruction.
+``arch="kl"``: diffusers' SVD VAE class at the tiny width, trained from scratch (the project's first VAE).
 
 Reconstruction objective (L1 + MSE, a tiny KL term so the latent stays a well-behaved Gaussian), on two kinds of
 samples every step: short windows of rendered training clips (so the temporal decoder learns to decode motion
@@ -26,15 +30,18 @@ from diffusers import AutoencoderKLTemporalDecoder
 from tqdm.auto import tqdm
 
 from explorer import data
-from explorer.components import build_vae
+from explorer.components import build_vae, patch_vae_config
 from explorer.cpu_speed import use_fast_temporal_convs
 from explorer.training.common import EMA, Checkpointer, JsonlLog, lr_at
+from explorer.vae import PatchVAE, build_patch_vae, fit_pca, laplacian_energy, load_vae, psnr_db
 
 
 @dataclass
 class VAETrainConfig:
     out: str = "runs/vae"
     scale: str = "tiny"
+    arch: str = "patch"  # "patch" (PCA encoder + residual decoder) or "kl" (AutoencoderKLTemporalDecoder)
+    pca_images: int = 600  # training images (half at 128x64, half at 256x144) the patch PCA is fitted on
     steps: int = 6000
     clips_per_step: int = 2
     clip_frames: int = 6
@@ -65,31 +72,79 @@ def reconstruct(vae: AutoencoderKLTemporalDecoder, x: torch.Tensor, frames: int,
         dist = vae.encode(x).latent_dist
     z = dist.sample(generator) if sample else dist.mode()
     rec = vae.decode(z, num_frames=frames).sample
+    if isinstance(vae, PatchVAE):  # deterministic encoder: no KL term (its fixed log-variance is only a formality)
+        return rec, torch.zeros((), device=rec.device)
     return rec, dist.kl().mean()
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """PSNR in dB of images in [-1, 1] (computed on [0, 1])."""
-    mse = F.mse_loss((a.clamp(-1, 1) + 1) / 2, (b.clamp(-1, 1) + 1) / 2).item()
-    return 10 * math.log10(1.0 / max(mse, 1e-12))
+psnr = psnr_db  # PSNR in dB of images in [-1, 1] (computed on [0, 1])
+
+
+def pca_training_images(n: int, seed: int = 0) -> list[torch.Tensor]:
+    """The training images the patch PCA is fitted on: crops of training photographs, half at the low
+    resolution, half at the base resolution (never a test or validation photograph)."""
+    half = n // 2
+    return ([data.make_image("train", i, size=data.LOWRES, seed=seed) for i in range(half)]
+            + [data.make_image("train", 100_000 + i, size=data.BASE, seed=seed) for i in range(n - half)])
+
+
+def test_photographs(size: tuple[int, int]) -> torch.Tensor:
+    """The whole held-out test photographs resized (antialiased) to ``size`` (width, height): (N, 3, H, W)."""
+    out = []
+    for img in data.test_images().values():
+        t = torch.from_numpy(img.copy()).float().permute(2, 0, 1)[None] / 127.5 - 1.0
+        out.append(F.interpolate(t, size=(size[1], size[0]), mode="bilinear", antialias=True)[0])
+    return torch.stack(out).clamp(-1, 1)
+
+
+def _linear_baseline(vae: Any, fit_images: int) -> Any:
+    """A function images -> their PCA reconstruction with as many components as the VAE has latent channels
+    (the PatchVAE's own projection; fitted on training images for any other VAE)."""
+    if isinstance(vae, PatchVAE):
+        return lambda x: vae.linear_decode(vae.encode(x).latent_dist.mode())
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    basis, mean, _ = fit_pca(pca_training_images(fit_images), factor, vae.config.latent_channels)
+    probe = PatchVAE(latent_channels=vae.config.latent_channels, patch_size=factor,
+                     block_out_channels=(16,) * (int(math.log2(factor)) + 1))
+    probe.set_projection(basis, mean)
+    return lambda x: probe.linear_decode(probe.encode(x).latent_dist.mode())
+
+
+def _scores(rec: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
+    hf = (laplacian_energy(rec.clamp(-1, 1)) / laplacian_energy(ref).clamp_min(1e-12)).mean().item()
+    return {"psnr": psnr(rec, ref), "hf_kept": hf}
 
 
 @torch.no_grad()
-def evaluate_vae(vae: AutoencoderKLTemporalDecoder, split: str = "test", n: int = 16,
-                 size: tuple[int, int] = data.BASE) -> dict[str, float]:
-    """Mean reconstruction PSNR on first frames of the fixed evaluation clips of ``split`` (photographs never
-    seen in training) at the tiny base size, and on 14-frame clips (temporal decoder)."""
+def evaluate_vae(vae: Any, split: str = "test", n: int = 16, size: tuple[int, int] = data.BASE,
+                 baseline_fit_images: int = 200) -> dict[str, Any]:
+    """Reconstruction on images the VAE never saw, beside the linear baseline of the same latent size.
+
+    ``psnr_image`` / ``psnr_clip``: first frames of the ``n`` fixed evaluation clips of ``split`` at ``size``,
+    and one 14-frame clip (the historical figures). ``by_size``: at the low and base resolutions, first frames
+    (PSNR and ``hf_kept``, the fraction of the high-frequency energy -- variance of the Laplacian -- kept by the
+    round trip) and the whole test photographs resized, each for the VAE and for the linear baseline.
+    """
     vae.eval()
+    linear = _linear_baseline(vae, baseline_fit_images)
     clips = data.eval_clips(split, n=n, size=size)
     imgs = torch.stack([c.frames[0] for c in clips])
     rec, _ = reconstruct(vae, imgs, frames=1)
     clip = clips[0].frames
     rec_clip, _ = reconstruct(vae, clip, frames=clip.shape[0])
-    return {"psnr_image": psnr(rec, imgs), "psnr_clip": psnr(rec_clip, clip)}
+    out: dict[str, Any] = {"psnr_image": psnr(rec, imgs), "psnr_clip": psnr(rec_clip, clip), "by_size": {}}
+    for wh in (data.LOWRES, data.BASE):
+        frames = torch.stack([c.frames[0] for c in data.eval_clips(split, n=n, size=wh)])
+        photos = test_photographs(wh)
+        row: dict[str, Any] = {}
+        for name, x in (("first_frames", frames), ("photographs", photos)):
+            row[name] = {"vae": _scores(reconstruct(vae, x, frames=1)[0], x), "linear": _scores(linear(x), x)}
+        out["by_size"][f"{wh[0]}x{wh[1]}"] = row
+    return out
 
 
 @torch.no_grad()
-def latent_std(vae: AutoencoderKLTemporalDecoder, n: int = 32, size: tuple[int, int] = data.LOWRES) -> float:
+def latent_std(vae: Any, n: int = 32, size: tuple[int, int] = data.LOWRES) -> float:
     """Std of the latent modes over training clips: 1 / this is the scaling factor."""
     vae.eval()
     x = torch.cat([data.make_clip("train", 10_000 + i, size=size).frames for i in range(n // 4)])
@@ -106,9 +161,12 @@ def train_vae(cfg: VAETrainConfig, progress: bool = True) -> dict[str, Any]:
     vae = _initial_vae(cfg)
     if accelerator.device.type == "cpu":
         use_fast_temporal_convs(vae)
-    if not cfg.train_encoder:
+    if not cfg.train_encoder or isinstance(vae, PatchVAE):  # the PatchVAE's PCA encoder is never trained
         vae.encoder.requires_grad_(False)
-        vae.quant_conv.requires_grad_(False)
+        if isinstance(vae, PatchVAE):
+            vae.linear_decoder.requires_grad_(False)
+        else:
+            vae.quant_conv.requires_grad_(False)
     trainable = [p for p in vae.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
     ema = EMA(vae, decay=cfg.ema_decay)
@@ -163,10 +221,25 @@ def train_vae(cfg: VAETrainConfig, progress: bool = True) -> dict[str, Any]:
     return metrics
 
 
-def _initial_vae(cfg: VAETrainConfig) -> AutoencoderKLTemporalDecoder:
+def _initial_vae(cfg: VAETrainConfig) -> AutoencoderKLTemporalDecoder | PatchVAE:
     if cfg.init:
-        return AutoencoderKLTemporalDecoder.from_pretrained(cfg.init, use_safetensors=True)
-    return build_vae(cfg.scale, seed=cfg.seed)
+        return load_vae(cfg.init)
+    if cfg.arch == "kl":
+        return build_vae(cfg.scale, seed=cfg.seed)
+    if cfg.arch != "patch":
+        raise ValueError(f"unknown VAE arch {cfg.arch!r}; expected 'patch' or 'kl'")
+    vae = build_patch_vae(patch_vae_config(cfg.scale), pca_training_images(cfg.pca_images, cfg.seed), cfg.seed)
+    vae.register_to_config(scaling_factor=1.0 / latent_std(vae))  # fixed with the encoder
+    return vae
+
+
+def _encoder_trained(cfg: VAETrainConfig) -> bool:
+    return cfg.train_encoder and cfg.arch != "patch" and not (cfg.init and _is_patch_folder(cfg.init))
+
+
+def _is_patch_folder(folder: str) -> bool:
+    cfg_path = Path(folder) / "config.json"
+    return cfg_path.exists() and json.loads(cfg_path.read_text()).get("_class_name") == "PatchVAE"
 
 
 def export_vae(cfg: VAETrainConfig, weights: dict[str, torch.Tensor], folder: str | Path,
@@ -177,13 +250,18 @@ def export_vae(cfg: VAETrainConfig, weights: dict[str, torch.Tensor], folder: st
     ``init`` VAE's exactly (the latent space must not move under UNets trained on it).
     """
     final = _initial_vae(cfg)
-    final.load_state_dict({k: v.to(final.state_dict()[k].dtype) for k, v in weights.items()})
+    own = final.state_dict()
+    if isinstance(final, PatchVAE):  # the fixed projection is kept exactly (an EMA of it drifts by rounding)
+        weights = {k: (own[k] if k.split(".")[0] in ("encoder", "linear_decoder") else v) for k, v in weights.items()}
+    final.load_state_dict({k: v.to(own[k].dtype) for k, v in weights.items()})
     std = latent_std(final)
-    if cfg.train_encoder:
+    trained = _encoder_trained(cfg)
+    if trained:
         final.register_to_config(scaling_factor=1.0 / std)
     metrics = evaluate_vae(final, n=cfg.eval_images)
-    metrics.update({"latent_std": std, "scaling_factor": final.config.scaling_factor, "steps": steps,
-                    "encoder_trained": cfg.train_encoder, "init": cfg.init})
+    metrics.update({"class": type(final).__name__, "latent_channels": final.config.latent_channels,
+                    "latent_std": std, "scaling_factor": final.config.scaling_factor, "steps": steps,
+                    "encoder_trained": trained, "init": cfg.init})
     final.save_pretrained(folder, safe_serialization=True)
     (Path(folder) / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics

@@ -1,0 +1,105 @@
+"""Learning curves as data: what a denoising run has learned, measured on test clips every few thousand steps.
+
+Two probes, both on held-out test photographs and deterministic:
+
+* :func:`denoising_errors` -- the relative denoising error ``MSE(D(x0 + s n), x0) / Var(x0)`` at fixed noise levels,
+  over all frames and over frame 0 alone, beside the *copy baseline* (the conditioning image's latent copied into
+  every frame). A denoiser that cannot beat copying at high noise has not learned to carry the conditioning image;
+  one whose frame-0 error does not fall toward 0 ignores it.
+* :func:`sample_psnr` -- frame-0 PSNR of a full sampled clip (the stage's sampler: 50 steps with CFG) against the
+  VAE round trip of the conditioning image, the same definition as ``scripts/evaluate.py``.
+
+Rows are appended to ``<run>/curve.jsonl``; docs/training.md plots them (``scripts/plot_curves.py``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from explorer import data, edm
+
+PROBE_SIGMAS: tuple[float, ...] = (0.3, 1.0, 3.0, 10.0, 30.0)
+PROBE_AUG = 0.02  # the pipeline's default noise augmentation
+
+
+@torch.no_grad()
+def denoising_errors(unet: Any, vae: Any, image_encoder: Any, size: tuple[int, int], clips: int = 16,
+                     sigmas: tuple[float, ...] = PROBE_SIGMAS, seed: int = 0,
+                     frames: int = data.NUM_FRAMES) -> dict[str, dict[str, float]]:
+    """Relative denoising error per noise level on ``clips`` fixed test clips at ``size``:
+    ``{sigma: {"all", "frame0", "copy_all", "copy_frame0"}}``."""
+    from explorer.training.denoise import clip_embed_input
+
+    unet.eval()
+    test = data.eval_clips("test", n=clips, size=size)
+    x = torch.stack([c.frames[:frames] for c in test])  # (B, F, 3, H, W)
+    b, f = x.shape[:2]
+    device = next(unet.parameters()).device
+    gen = torch.Generator().manual_seed(seed)
+    x0 = vae.encode(x.flatten(0, 1)).latent_dist.mode()
+    x0 = (x0.reshape(b, f, *x0.shape[1:]) * vae.config.scaling_factor).to(device)
+    first = x[:, 0]
+    image_latents = vae.encode(first + PROBE_AUG * torch.randn(first.shape, generator=gen)).latent_dist.mode()
+    embeds = image_encoder(clip_embed_input(first)).image_embeds.unsqueeze(1).to(device)
+    time_ids = edm.added_time_ids(torch.tensor([float(c.fps) for c in test]),
+                                  torch.tensor([float(c.motion_bucket_id) for c in test]), PROBE_AUG).to(device)
+    image_latents = image_latents.to(device)
+    copy = (image_latents * vae.config.scaling_factor).unsqueeze(1).expand_as(x0)
+    var_all = x0.var().item()
+    var_f0 = x0[:, 0].var().item()
+    out: dict[str, dict[str, float]] = {}
+    for s in sigmas:
+        noise = torch.randn(x0.shape, generator=gen).to(device)
+        sigma = torch.full((b,), float(s), device=device)
+        d = edm.denoise(unet, x0 + s * noise, sigma, image_latents, embeds, time_ids)
+        out[f"{s:g}"] = {
+            "all": ((d - x0) ** 2).mean().item() / var_all,
+            "frame0": ((d[:, 0] - x0[:, 0]) ** 2).mean().item() / var_f0,
+            "copy_all": ((copy - x0) ** 2).mean().item() / var_all,
+            "copy_frame0": ((copy[:, 0] - x0[:, 0]) ** 2).mean().item() / var_f0,
+        }
+    return out
+
+
+@torch.no_grad()
+def sample_psnr(unet: Any, vae: Any, image_encoder: Any, size: tuple[int, int], photos: int = 4, steps: int = 50,
+                seed: int = 0, min_guidance: float = 1.0, max_guidance: float = 3.0) -> dict[str, float]:
+    """Frame-0 PSNR (dB) of one sampled clip per test photograph at ``size`` against the VAE round trip of the
+    conditioning image: ``{photo name: dB, ..., "mean": dB}``."""
+    from diffusers import StableVideoDiffusionPipeline
+
+    from explorer import metrics as M
+    from explorer.components import build_feature_extractor, build_scheduler
+    from explorer.pipeline import generate
+
+    unet.eval()
+    pipe = StableVideoDiffusionPipeline(unet=unet, vae=vae, image_encoder=image_encoder,
+                                        feature_extractor=build_feature_extractor(), scheduler=build_scheduler())
+    pipe.set_progress_bar_config(disable=True)
+    width, height = size
+    out: dict[str, float] = {}
+    for i, (name, image) in enumerate(list(data.test_images().items())[:photos]):
+        res = generate(pipe, image, width=width, height=height, steps=steps, min_guidance=min_guidance,
+                       max_guidance=max_guidance, seed=seed + i)
+        out[name] = round(M.first_frame_psnr(res.frames, M.vae_round_trip(vae, image, width, height)), 3)
+    finite = [v for v in out.values() if math.isfinite(v)]
+    out["mean"] = round(float(np.mean(finite)), 3) if finite else float("nan")
+    return out
+
+
+def curve_row(unet: Any, vae: Any, image_encoder: Any, size: tuple[int, int], clips: int = 16, photos: int = 4,
+              sample_steps: int = 50) -> dict[str, Any]:
+    """One learning-curve row (without the step, which the caller adds)."""
+    row: dict[str, Any] = {"size": list(size), "probe_clips": clips,
+                           "denoise": denoising_errors(unet, vae, image_encoder, size, clips)}
+    if photos > 0:
+        row["sample_steps"] = sample_steps
+        row["sample_frame0_psnr"] = sample_psnr(unet, vae, image_encoder, size, photos, sample_steps)
+    return row
+
+
+__all__ = ["PROBE_SIGMAS", "curve_row", "denoising_errors", "sample_psnr"]
