@@ -1,6 +1,7 @@
-"""Train the tiny 4x temporal-decoder VAE (resumable). Thin CLI over explorer.training.vae.
+"""Train the tiny 4x VAE (resumable). Thin CLI over explorer.training.vae.
 
-    python scripts/train_vae.py --out runs/vae --steps 3000
+    python scripts/train_vae.py --out runs/vae --steps 3000                # PatchVAE: PCA encoder, decoder trained
+    python scripts/train_vae.py --arch kl --out runs/vae-kl --steps 3000   # AutoencoderKLTemporalDecoder from scratch
     python scripts/train_vae.py --export-from runs/vae/state --out runs/vae   # EMA of an unfinished run -> final/
     python scripts/train_vae.py --init runs/vae/final --freeze-encoder --out runs/vae-decoder --steps 3000
     accelerate launch scripts/train_vae.py ...     # same code on many GPUs
@@ -24,6 +25,9 @@ def main() -> int:
     defaults = VAETrainConfig()
     parser.add_argument("--out", default=defaults.out)
     parser.add_argument("--scale", default=defaults.scale, choices=["tiny", "micro"])
+    parser.add_argument("--arch", default=defaults.arch, choices=["patch", "kl"],
+                        help="patch: fixed PCA patch encoder + residual decoder (explorer/vae.py); kl: diffusers' "
+                        "AutoencoderKLTemporalDecoder trained from scratch")
     parser.add_argument("--steps", type=int, default=defaults.steps)
     parser.add_argument("--lr", type=float, default=defaults.lr)
     parser.add_argument("--clips-per-step", type=int, default=defaults.clips_per_step)
@@ -41,7 +45,7 @@ def main() -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    cfg = VAETrainConfig(out=args.out, scale=args.scale, steps=args.steps, lr=args.lr,
+    cfg = VAETrainConfig(out=args.out, scale=args.scale, arch=args.arch, steps=args.steps, lr=args.lr,
                          clips_per_step=args.clips_per_step, clip_frames=args.clip_frames,
                          crops_per_step=args.crops_per_step, ckpt_every=args.ckpt_every, init=args.init,
                          train_encoder=not args.freeze_encoder)

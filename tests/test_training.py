@@ -211,3 +211,28 @@ def test_frozen_image_encoder_is_exported_bit_identical(tmp_path: Path) -> None:
                         num_workers=0, warmup=1, log_every=1, train_image_encoder=False)
     train_denoise_stage("lowres-ft", cfg, str(ckpt / "svd"), checkpoints=str(ckpt), scale="micro", progress=False)
     assert (ckpt / "lowres-ft" / "stage.json").is_file()
+
+
+def test_snapshot_and_restore_a_run(tmp_path: Path) -> None:
+    """A committed snapshot (UNet weights in float16, no optimizer) resumes the same run at the same step."""
+    from explorer.training.common import restore_run, snapshot_run
+
+    run = tmp_path / "runs" / "r"
+    unet, enc = torch.nn.Linear(4, 4), torch.nn.Linear(3, 3)
+    opt = torch.optim.AdamW(unet.parameters())
+    Checkpointer(run / "state").save(7, {"unet": unet, "ema": unet.state_dict(), "image_encoder": enc}, {"opt": opt},
+                                     meta={"ema_updates": 7})
+    (run / "curve.jsonl").write_text('{"step": 7}\n')
+    snap = snapshot_run(run, tmp_path / "ckpt" / "_partial" / "r")
+    assert not list(snap.rglob("optim_*")) and (snap / "curve.jsonl").is_file()
+    from safetensors.torch import load_file
+
+    assert load_file(str(snap / "state" / "unet.safetensors"))["weight"].dtype == torch.float16
+    assert torch.equal(load_file(str(snap / "state" / "image_encoder.safetensors"))["weight"], enc.weight)
+    with pytest.raises(FileExistsError):
+        restore_run(snap, run)  # never overwrites a run that is as far or further
+    fresh = restore_run(snap, tmp_path / "runs2" / "r")
+    model = torch.nn.Linear(4, 4)
+    record = Checkpointer(fresh / "state").load({"unet": model}, {"opt": torch.optim.AdamW(model.parameters())})
+    assert record["step"] == 7 and model.weight.dtype == torch.float32
+    assert torch.allclose(model.weight, unet.weight, atol=1e-3)

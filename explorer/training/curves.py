@@ -102,4 +102,76 @@ def curve_row(unet: Any, vae: Any, image_encoder: Any, size: tuple[int, int], cl
     return row
 
 
-__all__ = ["PROBE_SIGMAS", "curve_row", "denoising_errors", "sample_psnr"]
+
+
+
+def read_curves(runs: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """``{run name: rows}`` from each run folder's curve.jsonl (missing files give no rows)."""
+    import json
+    from pathlib import Path
+
+    out: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        path = Path(run) / "curve.jsonl"
+        rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
+        out[Path(run).name] = sorted(rows, key=lambda r: r["step"])
+    return out
+
+
+def curve_table(curves: dict[str, list[dict[str, Any]]]) -> str:
+    """A markdown table: one row per probe, relative error per sigma (all frames; copy baseline in brackets),
+    frame-0 error at sigma 30 and the 50-step sample's frame-0 PSNR."""
+    sigmas = list(PROBE_SIGMAS)
+    head = (["run", "step", "clips", "size"] + [f"err σ={s:g} (copy)" for s in sigmas]
+            + ["frame-0 err σ=30 (copy)", "sample frame-0 PSNR dB"])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, rows in curves.items():
+        for r in rows:
+            d = r["denoise"]
+            cells = [name, str(r["step"]), str(r["clips"]), "x".join(map(str, r["size"]))]
+            cells += [f"{d[f'{s:g}']['all']:.3f} ({d[f'{s:g}']['copy_all']:.3f})" for s in sigmas]
+            cells.append(f"{d['30']['frame0']:.3f} ({d['30']['copy_frame0']:.3f})")
+            psnr = r.get("sample_frame0_psnr", {}).get("mean")
+            cells.append("—" if psnr is None else f"{psnr:.2f}")
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_curves(curves: dict[str, list[dict[str, Any]]], path: str) -> None:
+    """Relative denoising error per sigma (solid) against the copy baseline (dotted), and the sample's frame-0
+    PSNR, over clips seen; phases one after another on the x axis. Needs matplotlib (requirements-dev)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.2), dpi=110)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    offset = 0
+    for name, rows in curves.items():
+        if not rows:
+            continue
+        x = [offset + r["clips"] for r in rows]
+        for i, s in enumerate(PROBE_SIGMAS):
+            key = f"{s:g}"
+            ax1.plot(x, [r["denoise"][key]["all"] for r in rows], "-o", ms=3, color=colours[i],
+                     label=f"σ={key}" if offset == 0 else None)
+            ax1.plot(x, [r["denoise"][key]["copy_all"] for r in rows], ":", color=colours[i])
+        ax2.plot(x, [r.get("sample_frame0_psnr", {}).get("mean", float("nan")) for r in rows], "-o", ms=3,
+                 label=f"{name} ({'x'.join(map(str, rows[0]['size']))})")
+        ax1.axvline(offset, color="0.8", lw=0.8)
+        offset = x[-1]
+    ax1.set_yscale("log")
+    ax1.set_xlabel("training clips seen")
+    ax1.set_ylabel("MSE / Var(x0), all frames")
+    ax1.set_title("denoising error on 16 test clips (dotted: copy the conditioning latent)")
+    ax1.legend(fontsize=8)
+    ax2.axhline(25, color="0.6", ls="--", lw=0.8)
+    ax2.set_xlabel("training clips seen")
+    ax2.set_ylabel("dB")
+    ax2.set_title("frame-0 PSNR, 50 steps with CFG, test photographs (floor 25 dB)")
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+__all__ = ["PROBE_SIGMAS", "curve_row", "curve_table", "denoising_errors", "plot_curves", "read_curves", "sample_psnr"]
