@@ -32,6 +32,7 @@ class Reference:
     proxy_features: np.ndarray
     real_floor: float  # FVD-proxy between the set and the same design rendered with another data seed
     real_spearman: float  # Spearman of the requested bucket vs motion measured on the real clips
+    real_consecutive_psnr: float  # motion-compensated consecutive-frame PSNR of the real clips (dB)
     i3d_features: np.ndarray | None = None
     round_trips: dict[str, list[np.ndarray]] = field(default_factory=dict)  # by VAE fingerprint
 
@@ -52,7 +53,9 @@ def build_reference(width: int, height: int, n: int, data_seed: int, proxy: FVDP
     feats = proxy.features(real)
     floor = M.frechet_distance_features(feats, proxy.features(other))
     rho, _ = M.motion_spearman([c.motion_bucket_id for c in clips], [c.frames for c in clips])
-    ref = Reference(width, height, clips, [_u8(c.image) for c in clips], real, feats, floor, rho)
+    real_u8 = [np.stack([_u8(f) for f in c.frames]) for c in clips]
+    cpsnr = float(np.mean([M.consecutive_psnr(v) for v in real_u8]))
+    ref = Reference(width, height, clips, [_u8(c.image) for c in clips], real, feats, floor, rho, cpsnr)
     if detector is not None:
         ref.i3d_features = M.i3d_features(detector, real)
     return ref
@@ -86,10 +89,35 @@ def score(videos: list[np.ndarray], ref: Reference, vae: torch.nn.Module, proxy:
         "first_frame_psnr_min": round(float(np.min(psnrs)), 3),
         "motion_spearman": round(rho, 4),
         "motion_measured_mean_ref_px": round(float(np.mean(motions)), 4),
+        "consecutive_psnr": round(float(np.mean([M.consecutive_psnr(v) for v in videos])), 3),
+        "consecutive_psnr_real": round(ref.real_consecutive_psnr, 3),
     }
     if detector is not None:
         row["fvd"] = round(M.frechet_distance_features(ref.i3d_features, M.i3d_features(detector, videos)), 3)
     return row
+
+
+BUCKET_SWEEP: tuple[int, int] = (20, 255)
+SWEEP_PHOTO = "chelsea"
+
+
+def bucket_sweep(pipe: Any, width: int, height: int, *, steps: int, seed: int, frames: int, min_guidance: float,
+                 max_guidance: float, noise_aug: float, buckets: tuple[int, ...] = BUCKET_SWEEP,
+                 photo: str = SWEEP_PHOTO, fps: int = 7) -> dict[str, Any]:
+    """Does the motion bucket move the video? One test photograph, one seed, the same settings at each bucket;
+    measured global motion (reference px per frame) per bucket and the ratio last / first."""
+    from explorer.pipeline import generate
+
+    image = data.test_images()[photo]
+    motion = {}
+    for b in buckets:
+        res = generate(pipe, image, width=width, height=height, num_frames=frames, steps=steps,
+                       min_guidance=min_guidance, max_guidance=max_guidance, seed=seed, motion_bucket_id=b, fps=fps,
+                       noise_aug_strength=noise_aug)
+        motion[str(b)] = round(M.global_motion(res.frames), 4)
+    lo, hi = motion[str(buckets[0])], motion[str(buckets[-1])]
+    ratio = hi / lo if lo > 0 else (float("inf") if hi > 0 else 1.0)
+    return {"photo": photo, "seed": seed, "fps": fps, "motion_ref_px": motion, "ratio": round(ratio, 3)}
 
 
 def generate_set(pipe: Any, ref: Reference, *, steps: int, seed: int, frames: int, min_guidance: float,

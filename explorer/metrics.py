@@ -261,6 +261,52 @@ def global_motion(frames: Any, patch: int | None = None, min_std: float = 0.01) 
     return round(float(mag[valid].mean() * REF_WIDTH / width), 6)
 
 
+PSNR_CAP_DB = 60.0  # identical frames (a static clip) score this instead of infinity, so means stay finite
+
+
+def consecutive_psnr(frames: Any, patch: int | None = None, border: float = 0.1) -> float:
+    """Mean motion-compensated PSNR (dB) between consecutive frames: how much a clip flickers beyond its motion.
+
+    Each later frame is warped back onto the earlier one with the dense motion field interpolated from the
+    per-patch phase-correlation shifts (:func:`frame_pair_shifts`; flat patches take the pair's median shift),
+    then compared on the interior (``border`` of each side left out, where content enters or leaves). Smooth real
+    motion scores high; texture that boils from frame to frame scores low. Each pair is capped at
+    ``PSNR_CAP_DB``.
+    """
+    g = _gray(frames)
+    f, h, w = g.shape
+    if f < 2:
+        return PSNR_CAP_DB
+    rgb = torch.from_numpy(to_float01(frames.cpu().numpy() if isinstance(frames, torch.Tensor) else frames))
+    if rgb.ndim == 4 and rgb.shape[1] == 3 and rgb.shape[-1] != 3:  # (F, 3, H, W) in [-1, 1]
+        rgb = ((rgb + 1.0) / 2.0).permute(0, 2, 3, 1)
+    shifts, valid = frame_pair_shifts(frames, patch)
+    p = patch or patch_size_for(h, w)
+    stride = max(1, p // 2)
+    ny, nx = len(range(0, h - p + 1, stride)), len(range(0, w - p + 1, stride))
+    y0, x0 = int(h * border), int(w * border)
+    out = []
+    for t in range(f - 1):
+        d = shifts[t].copy()
+        ok = valid[t]
+        fill = np.median(d[ok], axis=0) if ok.any() else np.zeros(2)
+        d[~ok] = fill
+        field = torch.from_numpy(d.reshape(ny, nx, 2)).permute(2, 0, 1)[None]  # (1, 2, ny, nx) as (dy, dx)
+        field = F.interpolate(field, size=(h, w), mode="bilinear", align_corners=True)[0]
+        yy, xx = torch.meshgrid(torch.arange(h, dtype=field.dtype), torch.arange(w, dtype=field.dtype),
+                                indexing="ij")
+        # b(x) ~ a(x - d)  =>  a(x) ~ b(x + d)
+        gx = (xx + field[1]) / max(w - 1, 1) * 2 - 1
+        gy = (yy + field[0]) / max(h - 1, 1) * 2 - 1
+        grid = torch.stack([gx, gy], dim=-1)[None]
+        b = rgb[t + 1].permute(2, 0, 1)[None]
+        warped = F.grid_sample(b, grid, mode="bilinear", padding_mode="border", align_corners=True)[0]
+        a = rgb[t].permute(2, 0, 1)
+        mse = float(((warped - a)[:, y0 : h - y0, x0 : w - x0] ** 2).mean())
+        out.append(PSNR_CAP_DB if mse <= 10 ** (-PSNR_CAP_DB / 10) else 10 * math.log10(1.0 / mse))
+    return float(np.mean(out))
+
+
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     """Spearman rank correlation (ties get average ranks). 0.0 when either side is constant, where the
     correlation is undefined: a constant output carries no rank information about the request."""

@@ -39,7 +39,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from explorer import metrics as M  # noqa: E402
-from explorer.evaluation import Reference, build_reference, generate_set, round_trips, score  # noqa: E402
+from explorer.evaluation import (  # noqa: E402
+    Reference,
+    bucket_sweep,
+    build_reference,
+    generate_set,
+    round_trips,
+    score,
+)
 from explorer.fvd_proxy import DEFAULT_DIR as PROXY_DIR  # noqa: E402
 from explorer.fvd_proxy import WEIGHTS_FILE, load_proxy  # noqa: E402
 from explorer.stages import SLUGS, resolve  # noqa: E402
@@ -187,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--proxy", default=str(PROXY_DIR), help="FVD-proxy network folder (safetensors + config.json)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-baselines", action="store_true", help="skip baseline-static / baseline-untrained")
+    p.add_argument("--no-sweep", action="store_true", help="skip the bucket sweep (buckets 20 and 255 on one test "
+                   "photograph and seed: does the motion bucket move the video?)")
     p.add_argument("--no-write", action="store_true", help="do not write metrics.json files")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
     return p
@@ -247,6 +256,10 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> list[dic
         row = {"stage": name, "slug": slug, "nfe": nfe, "steps": steps, "cfg": rec.max_guidance > 1.0,
                "resolution": ref.resolution, "frames": rec.frames}
         row.update(score(videos, ref, pipe.vae, proxy, detector))
+        if not args.no_sweep:
+            row["bucket_sweep"] = bucket_sweep(
+                pipe, *size, steps=steps, seed=args.seed, frames=rec.frames, min_guidance=rec.min_guidance,
+                max_guidance=rec.max_guidance, noise_aug=rec.noise_aug_strength)
         row.update(seconds_per_clip=round(float(np.mean(seconds)), 4), eval_seconds=round(gen_s, 1),
                    fvd_proxy_real_floor=round(ref.real_floor, 4), real_motion_spearman=round(ref.real_spearman, 4),
                    **common)
@@ -299,11 +312,14 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> list[dic
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    head = ("stage", "res", "nfe", "clips", "fvd_proxy", "ff_psnr", "motion_rho", "fvd", "s/clip")
+    head = ("stage", "res", "nfe", "clips", "fvd_proxy", "ff_psnr", "cons_psnr", "motion_rho", "b255/b20", "fvd",
+            "s/clip")
     lines = [" | ".join(head), " | ".join("---" for _ in head)]
     for r in rows:
+        sweep = r.get("bucket_sweep") or {}
         vals = (r["stage"], r["resolution"], r["nfe"], r["clips"], r["fvd_proxy"], r["first_frame_psnr"],
-                r["motion_spearman"], r.get("fvd", "-"), r["seconds_per_clip"])
+                r.get("consecutive_psnr", "-"), r["motion_spearman"], sweep.get("ratio", "-"), r.get("fvd", "-"),
+                r["seconds_per_clip"])
         lines.append(" | ".join(str(v) for v in vals))
     return "\n".join(lines)
 

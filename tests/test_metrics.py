@@ -283,3 +283,30 @@ def test_fvd_with_stand_in_torchscript_detector(tmp_path: Path) -> None:
     assert M.fvd(real, torch.rand(real.shape) * 2 - 1, det) > 0.1
     with pytest.raises(FileNotFoundError):
         M.load_i3d(tmp_path / "missing.pt")
+
+
+def test_consecutive_psnr_compensates_motion_and_sees_flicker() -> None:
+    """Real camera motion scores high once compensated (far above the raw frame difference); texture that
+    boils from frame to frame scores low; identical frames hit the cap."""
+    from explorer import data
+
+    clip = data.make_clip("test", 3, size=(128, 64), kind="pan", motion=4.0)
+    v = ((clip.frames.permute(0, 2, 3, 1) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+    raw = np.mean([M.psnr(v[i], v[i + 1]) for i in range(len(v) - 1)])
+    compensated = M.consecutive_psnr(v)
+    assert compensated > raw + 8 and compensated > 30
+    rng = np.random.default_rng(0)
+    boiling = np.clip(v.astype(float) + rng.normal(0, 20, v.shape), 0, 255).astype(np.uint8)
+    assert M.consecutive_psnr(boiling) < compensated - 8
+    assert M.consecutive_psnr(np.repeat(v[:1], 5, axis=0)) == M.PSNR_CAP_DB
+
+
+def test_bucket_sweep_reports_motion_per_bucket() -> None:
+    from explorer.components import build_pipeline
+    from explorer.evaluation import bucket_sweep
+
+    pipe = build_pipeline("micro")
+    out = bucket_sweep(pipe, 32, 16, steps=1, seed=0, frames=14, min_guidance=1.0, max_guidance=1.0, noise_aug=0.02)
+    assert set(out["motion_ref_px"]) == {"20", "255"} and out["photo"] == "chelsea"
+    lo, hi = out["motion_ref_px"]["20"], out["motion_ref_px"]["255"]
+    assert out["ratio"] == pytest.approx(hi / lo if lo > 0 else (float("inf") if hi > 0 else 1.0), rel=1e-3)
