@@ -13,7 +13,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default=from_env_host, help="bind address (default: localhost only)")
     parser.add_argument("--port", type=int, default=from_env_port)
     parser.add_argument("--share", action="store_true", help="create a public Gradio share link")
-    parser.add_argument("--checkpoints", default=None, help="folder of stage checkpoints (default: ./checkpoints)")
+    parser.add_argument("--checkpoints", default=None,
+                        help="folder of stage checkpoints (default: ./checkpoints), or a hub repo id OWNER/NAME")
     parser.add_argument("--base", default=None, help="hub id or local folder of a full SVD pipeline")
     parser.add_argument("--placeholders", default="auto", choices=["auto", "all", "off"],
                         help="random-weight development stages: auto = only when no stage folder exists")
@@ -31,9 +32,13 @@ def main(argv: list[str] | None = None) -> None:
 
         torch.set_num_threads(max(1, int(threads)))
     from app.ui import build_app, launch_kwargs
+    from explorer.hub import CheckpointsError
 
-    demo = build_app(checkpoints=args.checkpoints, base=args.base, placeholders=args.placeholders,
-                     placeholder_scale=args.placeholder_scale, warm_flops=not args.no_warmup)
+    try:
+        demo = build_app(checkpoints=args.checkpoints, base=args.base, placeholders=args.placeholders,
+                         placeholder_scale=args.placeholder_scale, warm_flops=not args.no_warmup)
+    except CheckpointsError as err:
+        raise SystemExit(f"app.py: cannot use --checkpoints: {err}") from None
     demo.launch(server_name=args.host, server_port=args.port, share=args.share,
                 **launch_kwargs(demo.mvd_context.out_dir))
 

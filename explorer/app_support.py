@@ -419,7 +419,10 @@ class StageCatalog:
     ) -> None:
         import torch
 
-        self.checkpoints = Path(checkpoints) if checkpoints else ROOT / "checkpoints"
+        from explorer.hub import resolve_checkpoints
+
+        # a local folder, or a hub repo (OWNER/NAME) fetched to the cache; an unusable value raises CheckpointsError
+        self.checkpoints = resolve_checkpoints(checkpoints) if checkpoints else ROOT / "checkpoints"
         self.base = base
         self.placeholder_scale = placeholder_scale
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")

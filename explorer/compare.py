@@ -71,7 +71,9 @@ def compare_stages(image: Any, stages: Sequence[str], checkpoints: str | Path, o
     Raises ``FileNotFoundError`` naming a missing stage folder before any work is done, and
     ``explorer.pipeline.ImageInputError`` for an unusable image.
     """
-    root, out = Path(checkpoints), Path(out)
+    from explorer.hub import resolve_checkpoints
+
+    root, out = resolve_checkpoints(checkpoints), Path(out)  # a folder, or a hub repo's snapshot
     slugs = [registry.resolve(s) for s in stages]
     if missing := missing_stages(root, slugs):
         raise FileNotFoundError(f"no stage folder for {', '.join(missing)} under {root} "

@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stages", default="svd,mobilevd", help="comma-separated slugs (aliases allowed)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/compare")
-    parser.add_argument("--checkpoints", default=str(ROOT / "checkpoints"))
+    parser.add_argument("--checkpoints", default=str(ROOT / "checkpoints"),
+                        help="folder of stage folders, or a hub repo id OWNER/NAME (see scripts/publish.py)")
     parser.add_argument("--steps", action="append", default=[], metavar="STAGE=N", help="override a stage's steps")
     parser.add_argument("--motion-bucket", type=int, default=None)
     parser.add_argument("--fps", type=int, default=7)
