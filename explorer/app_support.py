@@ -1004,26 +1004,21 @@ def transforms_for_scale(
 ) -> tuple[list[registry.Transform] | None, str]:
     """A stage's recorded transforms rebuilt for another scale's UNet, and what was changed (or "").
 
-    Pruning learned on the tiny UNet names its kept blocks by index among tiny's 33 temporal blocks; full SVD
-    has 38. The kept blocks are matched by module path; the full UNet's blocks that tiny lacks (level 0's temporal
-    transformers) count as pruned, so the full-scale cost is that of the same kept blocks."""
+    Pruning learned on the tiny UNet names its kept blocks by index among tiny's 33 temporal blocks; full SVD has
+    38, and tiny has no level-0 transformers, so the learned choice has no counterpart at full scale. The one rule
+    used everywhere (FLOPs tab, README, cards, ``python -m explorer.flops``): at another scale a pruned stage keeps
+    the documented default blocks (``round(0.3 x blocks)``, ``default_kept_blocks``) for its pruned fraction."""
     if transforms is None:
         return None, ""
     target = temporal_layout(scale)
     out, note = [], ""
     for t in transforms:
-        total, blocks = t.params.get("total"), t.params.get("blocks")
-        if t.name == "temporal_pruning" and total is not None and int(total) != len(target) and blocks is not None:
-            source = next((s for s in ("tiny", "full", "micro") if len(temporal_layout(s)) == int(total)), None)
-            if source is None:
-                raise ValueError(f"no scale has {total} temporal blocks to map the kept blocks from")
-            paths = {b["index"]: b["path"] for b in temporal_layout(source)}
-            by_path = {b["path"]: b["index"] for b in target}
-            kept = sorted(by_path[paths[int(i)]] for i in blocks if paths.get(int(i)) in by_path)
-            t = registry.Transform(t.name, {**{k: v for k, v in t.params.items() if k not in ("total", "kept")},
-                                            "blocks": kept, "kept": len(kept)})
-            note = (f"the {len(blocks)} temporal blocks kept on the {source} UNet, matched by module path to the "
-                    f"{scale} UNet's {len(target)} ({len(target) - len(kept)} counted as pruned)")
+        total = t.params.get("total")
+        if t.name == "temporal_pruning" and total is not None and int(total) != len(target):
+            t = registry.Transform(t.name, {k: v for k, v in t.params.items() if k not in ("total", "kept", "blocks")})
+            kept = registry.kept_count(len(target), float(t.params.get("pruned_fraction", 0.7)))
+            note = (f"{scale} scale: the documented default {kept} of {len(target)} temporal blocks (the blocks "
+                    f"learned on the {int(total)}-block tiny UNet have no full-scale counterpart)")
         out.append(t)
     return out, note
 
