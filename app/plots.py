@@ -425,10 +425,12 @@ def tradeoff_project(rows: Sequence[dict[str, Any]], baselines: Sequence[dict[st
                     hovertemplate=("%{text}<br>FVD-proxy %{y:.3f} on %{customdata[2]} clips"
                                    "<br>%{customdata[0]} NFE x %{customdata[1]:.4g} TFLOPs/NFE = %{x:.4g}"
                                    "<extra>measured here: scripts/evaluate.py + explorer.flops</extra>"))
-    for b in baselines:
+    # labels alternate sides so that baselines with close values do not print over each other
+    positions = ("top right", "bottom right", "top left", "bottom left")
+    for i, b in enumerate(sorted(baselines, key=lambda b: b["fvd_proxy"])):
         fig.add_hline(y=b["fvd_proxy"], line_dash="dot", line_color="#999",
-                      annotation_text=f"{b['stage']} ({b.get('width')}x{b.get('height')})",
-                      annotation_position="top right")
+                      annotation_text=f"{b['stage']} ({b.get('resolution', 'size not recorded')})",
+                      annotation_position=positions[i % len(positions)], annotation_font_size=11)
     fig.update_xaxes(title=f"TFLOPs per clip ({scale}; NFE x per-NFE, CFG counted)",
                      **_log_axis([p["x"] for p in pts], 1.6))
     fig.update_yaxes(title="FVD-proxy (project metric, NOT FVD) — lower is better")

@@ -34,7 +34,7 @@ def project_points(ctx: AppContext) -> tuple[list[dict[str, Any]], list[dict[str
                        "x": nfe * tf if tf is not None else None, "clips": m.get("clips"),
                        "psnr": m.get("first_frame_psnr"), "spearman": m.get("motion_spearman")})
         for b in m.get("baselines", []):
-            k = (b["stage"], b.get("width"), b.get("height"))
+            k = (b["stage"], b.get("resolution"))
             if k not in seen_baselines:
                 seen_baselines.add(k)
                 baselines.append(b)

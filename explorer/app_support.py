@@ -1314,8 +1314,10 @@ def read_metrics(folder: Path) -> dict[str, Any] | None:
     baselines = []
     for b in data.get("baselines") or []:
         if isinstance(b, dict) and _num(b.get("fvd_proxy")) is not None:
+            res = b.get("resolution") or (f"{b['width']}x{b['height']}" if b.get("width") and b.get("height")
+                                          else "size not recorded")
             baselines.append({"stage": str(b.get("stage", "baseline")), "fvd_proxy": _num(b.get("fvd_proxy")),
-                              "width": b.get("width"), "height": b.get("height")})
+                              "resolution": str(res)})
     out["baselines"] = baselines
     return out
 

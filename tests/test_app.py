@@ -334,7 +334,10 @@ def test_trained_gates_and_measured_points_are_shown(tmp_path: Path) -> None:
     (ck / "svd-512" / "metrics.json").write_text(json.dumps({
         "stage": "svd-512", "nfe": 4, "clips": 64, "fvd_proxy": 2.5, "first_frame_psnr": 20.0,
         "motion_spearman": 0.1, "baselines": [{"stage": "baseline-static", "fvd_proxy": 4.0, "width": 128,
-                                               "height": 64}]}))
+                                               "height": 64},
+                                              # as scripts/evaluate.py writes them
+                                              {"stage": "baseline-untrained", "fvd_proxy": 9.0,
+                                               "resolution": "256x144"}]}))
     (ck / "temporal-pruning").mkdir()
     q = [float((7 * i) % 38) for i in range(38)]
     (ck / "temporal-pruning" / "gates.json").write_text(json.dumps(
@@ -351,6 +354,9 @@ def test_trained_gates_and_measured_points_are_shown(tmp_path: Path) -> None:
         assert pts[0]["x"] == pytest.approx(4 * pts[0]["tflops_nfe"]) and base[0]["stage"] == "baseline-static"
         fig = plots.tradeoff_project(pts, base, scale)
         assert fig.data and any(r[1] == "project (tiny)" for r in tab_tradeoff.table(pts))
+        labels = sorted(a.text for a in fig.layout.annotations)
+        assert labels == ["baseline-static (128x64)", "baseline-untrained (256x144)"]  # was "(NonexNone)"
+        assert len({a.yanchor for a in fig.layout.annotations} | {a.xanchor for a in fig.layout.annotations}) > 2
     finally:
         c.close()
 
