@@ -1193,14 +1193,17 @@ def run_stage(
     except Exception as exc:  # noqa: BLE001
         return StageOutcome(e.key, label, e.kind, note, "failed", reason=f"video encoding failed: {_reason(exc)}")
     tf = entry_flops(flops, catalog, e, settings["width"], settings["height"], settings["num_frames"], record)
-    stats = outcome_stats(e, record, result, tf, catalog)
+    # a model derived on the fly (re-pruned, zero-shot knobs) is not the stage folder evaluate.py measured
+    stats = outcome_stats(e, record, result, tf, catalog, evaluated=pipe_record is None and not req.params)
     out = StageOutcome(e.key, label, e.kind, note, "done", video=str(video), frames=result.frames, stats=stats)
     cache.put(ckey, out)
     return out
 
 
-def outcome_stats(e: Entry, record: Any, result: Any, tf: dict[str, Any], catalog: StageCatalog) -> dict[str, Any]:
-    """Every number of one generated clip, each as {'value', 'unit', 'source'}."""
+def outcome_stats(e: Entry, record: Any, result: Any, tf: dict[str, Any], catalog: StageCatalog,
+                  evaluated: bool = True) -> dict[str, Any]:
+    """Every number of one generated clip, each as {'value', 'unit', 'source'}. The stage folder's quality metrics
+    (metrics.json) are attached only when the clip came from that very model (``evaluated``)."""
     s = result.settings
     cfg = bool(s.get("cfg"))
     device = s.get("device", "cpu")
@@ -1234,7 +1237,7 @@ def outcome_stats(e: Entry, record: Any, result: Any, tf: dict[str, Any], catalo
                            f"{s.get('peak_memory', 'peak memory')})"},
         "seed": {"value": result.seed, "unit": "", "source": "setting (CPU generator)"},
     }
-    metrics = read_metrics(Path(e.folder)) if e.folder and e.kind == "trained" else None
+    metrics = read_metrics(Path(e.folder)) if evaluated and e.folder and e.kind == "trained" else None
     if metrics is not None and metrics.get("ok"):
         for name in ("fvd_proxy", "first_frame_psnr", "motion_spearman"):
             if metrics.get(name) is not None:

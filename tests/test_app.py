@@ -201,6 +201,35 @@ def test_reprune_beside_the_trained_stage(ctx: AppContext, photo: str) -> None:
     assert re_out.stats["tflops_nfe_paper"]["value"] is None  # n=5 is not a paper configuration
 
 
+def test_a_repruned_model_does_not_show_its_parents_metrics(tmp_path: Path, photo: str) -> None:
+    """Issue 15: the re-pruned card showed temporal-multiscale's FVD-proxy, badged measured."""
+    from explorer.components import build_pipeline
+    from explorer.pipeline import StageRecord, save_stage
+    from explorer.transforms import apply_transforms
+
+    ck = tmp_path / "ck"
+    pipe = build_pipeline("micro")
+    rec = StageRecord.from_stage("temporal-multiscale", "micro", steps=1)
+    pipe.unet = apply_transforms(pipe.unet, list(rec.transforms))
+    save_stage(pipe, ck / "temporal-multiscale", rec)
+    (ck / "temporal-multiscale" / "metrics.json").write_text(json.dumps(
+        {"stage": "temporal-multiscale", "clips": 64, "fvd_proxy": 17.11, "first_frame_psnr": 20.5,
+         "motion_spearman": 0.25}))
+    c = AppContext.create(ck, placeholders="off")
+    try:
+        img = S.check_image(photo)
+        own = S.run_stage(c.catalog, c.flops, c.results, c.out_dir, img, S.StageRequest("temporal-multiscale"),
+                          S.Common())
+        assert own.stats["fvd_proxy"]["value"] == 17.11
+        kept = [0, 1, 2, 3, 4]
+        re_out = S.run_stage(c.catalog, c.flops, c.results, c.out_dir, img,
+                             S.StageRequest("temporal-multiscale", params={"repruned": kept}), S.Common(),
+                             pipe_record=c.catalog.repruned("temporal-multiscale", kept))
+        assert re_out.status == "done" and "fvd_proxy" not in re_out.stats
+    finally:
+        c.close()
+
+
 # ----------------------------------------------------------------------------------------------------------
 # --base (offline: a micro pipeline saved in the hub layout)
 
