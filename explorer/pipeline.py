@@ -1102,8 +1102,9 @@ class GenerationResult:
 
     ``nfe`` counts UNet evaluations per video as measured by a forward hook (a CFG call on a batch of 2 counts
     2); ``unet_seconds`` is the time inside UNet forwards; ``seconds`` the whole pipeline call (image encoding,
-    VAE encode, denoising, decoding). ``peak_memory``: CUDA peak allocated memory during the call on a GPU;
-    on the CPU the process's peak resident set size (a process-wide upper bound, see ``settings``).
+    VAE encode, denoising, decoding). ``peak_memory`` (MB): CUDA peak allocated memory during the call on a GPU;
+    on the CPU the peak resident memory the call added above what the process held when it began
+    (:class:`RssSampler`; ``settings['peak_memory']`` says which).
     """
 
     frames: np.ndarray  # uint8 [F, H, W, 3]
@@ -1127,6 +1128,50 @@ def initial_latents(
     generator = torch.Generator("cpu").manual_seed(int(seed))
     shape = (1, num_frames, channels, height // vae_factor, width // vae_factor)
     return torch.randn(shape, generator=generator, dtype=torch.float32), generator
+
+
+class RssSampler:
+    """Peak resident memory of one call on the CPU: a thread samples the process's RSS (``/proc/self/statm``)
+    every ``interval`` seconds between :meth:`start` and :meth:`stop`. ``ru_maxrss`` cannot do this: it is the
+    process's lifetime peak, the same number for every stage once the largest one has run."""
+
+    def __init__(self, interval: float = 0.01) -> None:
+        self.interval = interval
+        self.available = Path("/proc/self/statm").is_file()
+        self.start_mb = self.peak_mb = 0.0
+        self._stop = None
+        self._thread = None
+
+    @staticmethod
+    def rss_mb() -> float:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    def start(self) -> None:
+        if not self.available:
+            return
+        import threading
+
+        self.start_mb = self.peak_mb = self.rss_mb()
+        self._stop = threading.Event()
+
+        def run() -> None:
+            while not self._stop.wait(self.interval):
+                self.peak_mb = max(self.peak_mb, self.rss_mb())
+
+        self._thread = threading.Thread(target=run, name="rss-sampler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self.peak_mb = max(self.peak_mb, self.rss_mb())
+            self._thread = None
+
+    @property
+    def added_mb(self) -> float:
+        return max(0.0, self.peak_mb - self.start_mb)
 
 
 def _check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
@@ -1241,8 +1286,11 @@ def generate(
     ]
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    sampler = RssSampler() if device.type != "cuda" else None
     try:
         _sync(device)
+        if sampler is not None:
+            sampler.start()
         start = time.perf_counter()
         out = pipe(
             cond,
@@ -1266,11 +1314,18 @@ def generate(
     finally:
         for handle in handles:
             handle.remove()
+        if sampler is not None:
+            sampler.stop()
     video = np.asarray(out.frames)[0]
     frames = np.round(np.clip(video, 0.0, 1.0) * 255.0).astype(np.uint8)
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) / 2**20
         peak_kind = "CUDA max_memory_allocated during the call"
+    elif sampler is not None and sampler.available:
+        peak = sampler.added_mb
+        peak_kind = (f"peak resident memory this call added above the {sampler.start_mb:.0f} MB the process held "
+                     f"when it began (RSS sampled every {sampler.interval * 1e3:.0f} ms; other work in the same "
+                     f"process at the same time is counted too)")
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
         peak_kind = "process peak resident set size (ru_maxrss), process-wide"

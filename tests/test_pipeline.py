@@ -238,3 +238,23 @@ def test_prepare_image_rejects_bad_inputs(tmp_path) -> None:
     path = tmp_path / "ok.png"
     Image.new("RGB", (10, 10), (1, 2, 3)).save(path)
     assert tuple(np.asarray(prepare_image(path, 8, 8))[0, 0]) == (1, 2, 3)
+
+
+def test_peak_memory_is_per_call_not_the_process_lifetime_peak(pipe, image) -> None:
+    """Issue 15: every card showed the same process-wide ru_maxrss. A call's peak is what *it* added."""
+    import numpy as np
+
+    from explorer.pipeline import RssSampler
+
+    hog = np.ones(400 * 2**20 // 8)  # 400 MB held (and touched) before the call: not the call's memory
+    small = generate(pipe, image, width=32, height=16, num_frames=2, steps=1, min_guidance=1.0, max_guidance=1.0,
+                     seed=0)
+    del hog
+    assert "added above" in small.settings["peak_memory"]
+    assert 0.0 <= small.peak_memory < 300
+    sampler = RssSampler()
+    sampler.start()
+    block = np.ones(200 * 2**20 // 8)
+    sampler.stop()
+    assert sampler.added_mb > 150
+    del block
