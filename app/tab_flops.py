@@ -14,6 +14,7 @@ from explorer.app_support import ACCOUNTING, safe_name, shorten, temporal_block_
 from explorer.models import UNET_CONFIGS
 
 SCALES = ["full", "tiny"]
+PRUNED = ("temporal-pruning", "channel-funnels", "mobilevd-hd")  # stages whose kept temporal blocks can be typed
 
 
 def _dim(value: Any, name: str, lo: int, hi: int) -> int | None:
@@ -54,7 +55,7 @@ def count(ctx: AppContext, slug: str, scale: str, width: Any, height: Any, frame
     if scale not in SCALES:
         raise gr.Error(f"scale must be one of {SCALES}")
     kept_blocks = _kept(kept, temporal_block_count(scale))
-    if kept_blocks is not None and slug not in ("temporal-pruning", "channel-funnels", "mobilevd-hd"):
+    if kept_blocks is not None and slug not in PRUNED:
         raise gr.Error(f"{slug} is not a pruned stage; leave 'kept blocks' empty")
     try:
         return ctx.flops.stage(slug, scale, _dim(width, "width", 16, 4096), _dim(height, "height", 16, 4096),
@@ -72,10 +73,13 @@ def summary_md(res: dict[str, Any]) -> str:
         f"(counts {res['counted_ops']}; norms and element-wise ops are not counted).",
     ]
     if paper:
-        same = (res["width"], res["height"]) == registry.get_stage(res["stage"]).size("full")
-        tail = "" if same else " (the paper's number is at the stage's own resolution)"
-        lines.append(f"Paper: {paper} TFLOPs <span class='mvd-src p'>paper</span> "
-                     f"({100 * (res['tflops'] / paper - 1):+.1f}%){tail}.")
+        own = registry.get_stage(res["stage"]).size("full")
+        if (res["width"], res["height"], res["frames"]) == (*own, registry.get_stage(res["stage"]).frames):
+            lines.append(f"Paper: {paper} TFLOPs <span class='mvd-src p'>paper</span> "
+                         f"({100 * (res['tflops'] / paper - 1):+.1f}% here).")
+        else:  # a percentage against a number measured at another size would mean nothing
+            lines.append(f"Paper: {paper} TFLOPs <span class='mvd-src p'>paper</span> at {own[0]}x{own[1]}x14 only; "
+                         f"no comparison at {res['width']}x{res['height']}x{res['frames']}.")
     if res.get("kept_blocks") is not None:
         rng = res.get("tflops_range")
         total = temporal_block_count(res["scale"]) if res["scale"] in UNET_CONFIGS else "?"
@@ -159,13 +163,20 @@ def build(ctx: AppContext) -> dict[str, Any]:
         res = count(ctx, stage, scale, width, height, frames, kept_blocks)
         progress(0.6, desc=f"counting {diff_against}")
         same = registry.get_stage(diff_against).size(scale) == registry.get_stage(stage).size(scale)
-        other_res = count(ctx, diff_against, scale, width if same else 0, height if same else 0, frames, None)
+        # typed kept blocks apply to both sides of the diff when both are pruned stages (not to one side only)
+        other_kept = kept_blocks if registry.resolve(str(diff_against)) in PRUNED else None  # typed text
+        other_res = count(ctx, diff_against, scale, width if same else 0, height if same else 0, frames, other_kept)
         return (summary_md(res), plots.hierarchy(res, chart), plots.diff(other_res, res), write_csv(ctx, res),
                 top_layers(res))
 
     outputs = [summary, tree, diff_plot, csv_file, top]
     inputs = [stage, scale, width, height, frames, kept, chart, other]
     btn.click(on_count, inputs, outputs, api_name="flops", concurrency_id="flops", concurrency_limit=2)
+    # every control updates the view (counts are cached: a chart switch or a second look costs nothing)
+    for control in (stage, scale, chart, other):
+        control.change(on_count, inputs, outputs, concurrency_id="flops", show_progress="minimal")
+    for box in (width, height, frames, kept):
+        box.submit(on_count, inputs, outputs, concurrency_id="flops", show_progress="minimal")
 
     def on_path(scale: str, progress: gr.Progress = gr.Progress()) -> Any:  # noqa: B008
         """FLOPs by layer type for every stage of the path at the given scale (each at its own size)."""

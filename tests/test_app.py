@@ -427,13 +427,34 @@ def test_tab_views_with_and_without_records(ctx: AppContext, tmp_path: Path) -> 
     assert "Keep 11 of 38" in live and "estimate" in live
     res = tab_flops.count(ctx, "mobilevd", "full", 0, 0, 0, "")
     assert res["stage"] == "channel-funnels" and abs(res["tflops"] - 4.34) / 4.34 < 0.05
-    assert "paper" in tab_flops.summary_md(res)
+    assert "paper" in tab_flops.summary_md(res) and "% here" in tab_flops.summary_md(res)
+    big = tab_flops.count(ctx, "mobilevd", "full", 1024, 576, 0, "")
+    assert "%" not in tab_flops.summary_md(big) and "no comparison at 1024x576x14" in tab_flops.summary_md(big)
     with pytest.raises(gr.Error, match="multiple|VAE"):
         tab_flops.count(ctx, "svd", "full", 1001, 0, 0, "")
     with pytest.raises(gr.Error, match="not a pruned stage"):
         tab_flops.count(ctx, "svd", "full", 0, 0, 0, "1,2")
     csv_path = tab_flops.write_csv(ctx, res)
     assert Path(csv_path).read_text().splitlines()[0].startswith("stage,scale,width")
+    # the diff applies typed kept blocks to both pruned stages (it applied them to one side only)
+    with gr.Blocks():
+        handlers = tab_flops.build(ctx)
+    on_count = handlers["count"][0]
+    calls: list[tuple] = []
+    real_count = tab_flops.count
+
+    def spy(*args: object) -> dict:
+        calls.append(args[1:])
+        return real_count(*args)
+
+    tab_flops.count = spy
+    try:
+        out = on_count("channel-funnels", "full", 0, 0, 0, "0,1,2", "treemap", "temporal-pruning",
+                       progress=lambda *a, **k: None)
+    finally:
+        tab_flops.count = real_count
+    assert [c[0] for c in calls] == ["channel-funnels", "temporal-pruning"]
+    assert calls[1][-1] == "0,1,2" and "`[0, 1, 2]`" in out[0] and out[2].data
     pts, base, probs, scale = tab_tradeoff.project_points(ctx)
     assert pts == [] and len(tab_tradeoff.table(pts)) == len(registry.STAGES) + 4
 
