@@ -61,6 +61,7 @@ class AppContext:
 
     def close(self) -> None:
         self.stop.set()
+        self.flops.close()
 
 
 def _examples(out_dir: Path) -> list[tuple[str, str]]:

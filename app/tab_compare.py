@@ -341,7 +341,11 @@ def compare_impl(
         for req in requests:
             if cancelled.is_set():
                 break
-            events.put((req.key, {"state": "loading", "text": "loading model"}))
+            if ctx.catalog.work.busy():  # another tab or API client is generating: say so, not "loading"
+                events.put((req.key, {"state": "waiting", "text": "queued behind another run "
+                                      "(one generation at a time on this machine)"}))
+            else:
+                events.put((req.key, {"state": "loading", "text": "loading model"}))
             t0 = time.perf_counter()
 
             def cb(done: int, total: int, key: str = req.key) -> None:

@@ -121,10 +121,12 @@ class RequestCancelled(Exception):
 
 
 class WorkLock:
-    """One lock for all torch work (generation and FLOP counting), with foreground priority.
+    """One lock for the torch work of this process (generation; FLOP counting only when it cannot run in its own
+    process, see FlopsService), with foreground priority.
 
-    Why: torch's FLOP counter installs process-global module hooks, so counting on one thread while another
-    thread runs a model would mix their records; and on a small CPU, background warm-up must yield to users.
+    Why: on a small CPU two generations at once are slower than one after the other, background work must yield
+    to users, and torch's FLOP counter installs process-global module hooks that a concurrent model run would
+    mix into its records.
     """
 
     def __init__(self) -> None:
@@ -143,6 +145,13 @@ class WorkLock:
             with self._cond:
                 self._waiting -= 1
                 self._cond.notify_all()
+
+    def busy(self) -> bool:
+        """Whether another thread holds the lock right now (a generation is running)."""
+        if self._lock.acquire(blocking=False):
+            self._lock.release()
+            return False
+        return True
 
     @contextmanager
     def background(self) -> Iterator[None]:
@@ -828,11 +837,42 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("MOBILEVD_CACHE_DIR") or ROOT / "cache" / "app")
 
 
-class FlopsService:
-    """``explorer.flops`` with a memory + disk cache keyed by the arguments and the library code's hash."""
+def _count_stage(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``stage_flops(...).to_dict()`` (a top-level function, so that it runs in the counting process)."""
+    from explorer.flops import stage_flops
 
-    def __init__(self, work: WorkLock | None = None, cache_dir: str | Path | None = None) -> None:
+    return stage_flops(**kwargs).to_dict()
+
+
+def _count_blocks(slug: str, scale: str, width: int, height: int, frames: int) -> dict[str, Any]:
+    from explorer.flops import temporal_block_costs
+
+    floor, costs = temporal_block_costs(slug, scale, width, height, frames)
+    return {"slug": slug, "scale": scale, "width": width, "height": height, "frames": frames,
+            "floor": floor, "costs": costs}
+
+
+def _counting_process_init() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # meta-device counting needs no threads; leave the cores to generation
+
+
+class FlopsService:
+    """``explorer.flops`` with a memory + disk cache keyed by the arguments and the library code's hash.
+
+    Counting runs in a separate process (``isolated``, the default): torch's FLOP counter installs process-global
+    module hooks, so in this process it would have to wait for every generation (one work lock), and a FLOP count
+    asked for during a 50-step ``svd`` comparison took minutes. The counting process starts on first use and takes
+    one count at a time; if it cannot be started, counting falls back to this process under the work lock.
+    """
+
+    def __init__(self, work: WorkLock | None = None, cache_dir: str | Path | None = None,
+                 isolated: bool = True) -> None:
         self.work = work or WorkLock()
+        self.isolated = isolated
+        self._pool: Any = None
+        self._pool_lock = threading.Lock()
         self.cache_dir: Path | None = Path(cache_dir) if cache_dir else default_cache_dir()
         self._memo: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -846,7 +886,7 @@ class FlopsService:
         blob = json.dumps({"kind": kind, "code": self._code, **kwargs}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
-    def _cached(self, key: str, compute: Callable[[], Any], background: bool) -> Any:
+    def _cached(self, key: str, compute: tuple[Callable[..., Any], tuple[Any, ...]], background: bool) -> Any:
         with self._lock:
             if key in self._memo:
                 return self._memo[key]
@@ -857,12 +897,7 @@ class FlopsService:
                 with self._lock:
                     self._memo[key] = data
                 return data
-        ctx = self.work.background() if background else self.work.foreground()
-        with ctx:
-            with self._lock:
-                if key in self._memo:
-                    return self._memo[key]
-            data = compute()
+        data = self._run(compute, background)
         with self._lock:
             self._memo[key] = data
         if path is not None:
@@ -873,6 +908,41 @@ class FlopsService:
             except OSError:
                 pass
         return data
+
+    def _executor(self) -> Any:
+        with self._pool_lock:
+            if self._pool is None:
+                import multiprocessing
+                from concurrent.futures import ProcessPoolExecutor
+
+                self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                                 initializer=_counting_process_init)
+            return self._pool
+
+    def _run(self, compute: tuple[Callable[..., Any], tuple[Any, ...]], background: bool) -> Any:
+        """``fn(*args)`` in the counting process (or here, under the work lock, when not isolated)."""
+        fn, args = compute
+        if self.isolated:
+            from concurrent.futures.process import BrokenProcessPool
+
+            try:
+                future = self._executor().submit(fn, *args)
+            except (RuntimeError, OSError):  # shut down, or processes cannot be started here
+                self.isolated = False
+            else:
+                try:
+                    return future.result()  # the counting function's own errors arrive here unchanged
+                except BrokenProcessPool:
+                    self.isolated = False  # the process died: count in this one from now on
+        with self.work.background() if background else self.work.foreground():
+            return fn(*args)
+
+    def close(self) -> None:
+        """Stop the counting process (the app calls it on shutdown)."""
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
 
     def stage(
         self,
@@ -887,41 +957,27 @@ class FlopsService:
         background: bool = False,
     ) -> dict[str, Any]:
         """``explorer.flops.stage_flops(...).to_dict()``, cached."""
-        from explorer.flops import stage_flops
-
         slug = registry.resolve(slug)
         tlist = [t.to_dict() for t in transforms] if transforms is not None else None
         kept = sorted(int(i) for i in kept_blocks) if kept_blocks is not None else None
         key = self._key("stage", slug=slug, scale=scale, width=width, height=height, frames=frames, kept=kept,
                         transforms=tlist, unet_config=unet_config)
 
-        def compute() -> dict[str, Any]:
-            res = stage_flops(
-                slug, scale, width, height, frames, kept_blocks=kept,
-                transforms=list(transforms) if transforms is not None else None, unet_config=unet_config,
-            )
-            return res.to_dict()
-
-        return self._cached(key, compute, background)
+        kwargs = {"slug": slug, "scale": scale, "width": width, "height": height, "frames": frames,
+                  "kept_blocks": kept, "transforms": list(transforms) if transforms is not None else None,
+                  "unet_config": unet_config}
+        return self._cached(key, (_count_stage, (kwargs,)), background)
 
     def block_costs(
         self, slug: str = "temporal-pruning", scale: str = "full", width: int | None = None,
         height: int | None = None, frames: int | None = None, background: bool = False,
     ) -> dict[str, Any]:
         """Cost of each temporal block (additive) and the floor with all pruned: {'floor', 'costs', ...}."""
-        from explorer.flops import temporal_block_costs
-
         stage = registry.get_stage(slug)
         w0, h0 = stage.size(scale)
         width, height, frames = width or w0, height or h0, frames or stage.frames
         key = self._key("blocks", slug=stage.slug, scale=scale, width=width, height=height, frames=frames)
-
-        def compute() -> dict[str, Any]:
-            floor, costs = temporal_block_costs(stage.slug, scale, width, height, frames)
-            return {"slug": stage.slug, "scale": scale, "width": width, "height": height, "frames": frames,
-                    "floor": floor, "costs": costs}
-
-        return self._cached(key, compute, background)
+        return self._cached(key, (_count_blocks, (stage.slug, scale, width, height, frames)), background)
 
     def funnels(self, r: float, scale: str = "full", background: bool = False) -> dict[str, Any]:
         """FLOPs of the channel-funnels stage architecture at fun-factor ``r`` (its paper resolution)."""

@@ -579,3 +579,68 @@ def test_tiny_pruning_is_costed_at_full_scale_by_the_one_rule() -> None:
     assert S.transforms_for_scale(chain, "tiny") == (chain, "")  # same scale: unchanged
     card = stage_flops("temporal-pruning", "full", transforms=mapped).tflops
     assert card == pytest.approx(stage_flops("temporal-pruning", "full").tflops, rel=1e-9)
+
+
+def test_flop_counting_does_not_wait_for_a_running_generation(tmp_path: Path) -> None:
+    """Issue 15: Count FLOPs took 284 s while an svd comparison held the one work lock. Counting now runs in its
+    own process: with the work lock held (a generation in progress), a fresh count still returns."""
+    import threading
+    import time
+
+    work = S.WorkLock()
+    service = S.FlopsService(work, cache_dir=tmp_path / "cache")
+    held, release = threading.Event(), threading.Event()
+
+    def generation() -> None:
+        with work.foreground():
+            held.set()
+            release.wait(120)
+
+    t = threading.Thread(target=generation, daemon=True)
+    t.start()
+    held.wait(10)
+    try:
+        start = time.perf_counter()
+        res = service.stage("svd-512", "full", 256, 128, 4)  # not cached: counted now, in the counting process
+        elapsed = time.perf_counter() - start
+        assert res["tflops"] > 0 and service.isolated
+        assert elapsed < 60, f"{elapsed:.1f} s"  # process start + one meta-device count; blocked forever before
+        start = time.perf_counter()
+        service.stage("temporal-pruning", "tiny")
+        assert time.perf_counter() - start < 30  # the process is warm now
+    finally:
+        release.set()
+        t.join(10)
+        service.close()
+
+
+def test_board_says_queued_behind_another_run(ctx: AppContext, photo: str) -> None:
+    """Issue 15: a second tab's board said "svd: loading model" while it waited for another run's lock."""
+    import threading
+
+    held, release = threading.Event(), threading.Event()
+
+    def other_run() -> None:
+        with ctx.catalog.work.foreground():
+            held.set()
+            release.wait(60)
+
+    t = threading.Thread(target=other_run, daemon=True)
+    t.start()
+    held.wait(10)
+    assert ctx.catalog.work.busy()
+    gen = tab_compare.compare_impl(ctx, {"path": photo}, ["mobilevd"], None, 3, False, 127, 7, 0.02, 11, "blend",
+                                   0.5)
+    try:
+        seen = ""
+        for _ in range(20):
+            seen = next(gen)[0]
+            if "queued behind another run" in seen:
+                break
+        assert "queued behind another run" in seen
+    finally:
+        release.set()
+        t.join(10)
+        for _ in gen:  # let the comparison finish now that the lock is free
+            pass
+    assert not ctx.catalog.work.busy()
