@@ -109,6 +109,7 @@ def build(ctx: AppContext) -> dict[str, Any]:
 
     outs = [text, curve, summary, table]
     r.release(on_r, [r, scale], outs, api_name="funnels", concurrency_id="flops", concurrency_limit=2)
+    r.change(on_r, [r, scale], outs, api_visibility="private", concurrency_id="flops", trigger_mode="always_last")
     scale.change(on_r, [r, scale], outs, api_visibility="private", concurrency_id="flops")
 
     def on_abl() -> tuple[Any, ...]:

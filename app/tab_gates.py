@@ -222,6 +222,9 @@ def build(ctx: AppContext, compare: dict[str, Any]) -> dict[str, Any]:
 
     n.release(on_n, [n], [structure, curve, live], api_name="gates", concurrency_id="flops",
               concurrency_limit=2)
+    # a value typed into the slider's box (Enter) or moved with the keyboard fires no release: follow every change
+    n.change(on_n, [n], [structure, curve, live], api_visibility="private", concurrency_id="flops",
+             trigger_mode="always_last")
 
     def on_history() -> Any:
         v = gate_view(ctx)

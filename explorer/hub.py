@@ -36,13 +36,14 @@ def is_hub_id(text: str) -> bool:
 
 def resolve_checkpoints(spec: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None,
                         revision: str | None = None, local_files_only: bool | None = None) -> Path:
-    """A local checkpoints folder for ``spec``: the folder itself, or the snapshot of hub repo ``OWNER/NAME``."""
+    """A local checkpoints folder for ``spec``: the folder itself, or the snapshot of hub repo ``OWNER/NAME``.
+
+    A path that does not exist (yet) stays a path -- an empty checkpoints folder, no stages -- unless it reads as
+    ``OWNER/NAME`` and its ``OWNER`` is not a local folder."""
     path = Path(spec).expanduser()
-    if path.is_dir():
-        return path
     text = str(spec)
-    if not is_hub_id(text) or (path.parent != Path(".") and path.parent.is_dir()):
-        raise CheckpointsError(f"{text!r} is neither a folder nor a hub repo id (OWNER/NAME)")
+    if path.is_dir() or not is_hub_id(text) or path.parent.is_dir():
+        return path
     offline = bool(local_files_only) or os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes")
     cache_dir = cache_dir or os.environ.get("HF_HUB_CACHE") or None  # read now, not at huggingface_hub's import
     try:
