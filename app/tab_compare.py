@@ -183,6 +183,9 @@ def card_head(o: StageOutcome) -> str:
         tag = '<div class="mvd-warn">not finetuned (zero-shot)</div>'
     elif o.note:
         tag = f'<div class="mvd-note">{html.escape(o.note)}</div>'
+    model = (o.stats or {}).get("model")
+    if model and model.get("value"):  # say beside the result that it is a tiny model, and how it was trained
+        tag += f'<div class="mvd-note">{html.escape(str(model["value"]))}</div>'
     cached = ' <span class="mvd-cached">cached</span>' if o.status == "cached" else ""
     return f'<div class="mvd-card"><div class="mvd-card-title">{html.escape(o.label)}{cached}</div>{tag}</div>'
 

@@ -1293,6 +1293,14 @@ def outcome_stats(e: Entry, record: Any, result: Any, tf: dict[str, Any], catalo
                            f"{s.get('peak_memory', 'peak memory')})"},
         "seed": {"value": result.seed, "unit": "", "source": "setting (CPU generator)"},
     }
+    if e.kind == "trained" and e.scale in ("tiny", "micro") and record is not None:
+        from explorer.pipeline import training_summary
+
+        stats["model"] = {"value": (f"{e.scale} model trained here ({record.width}x{record.height}, "
+                                    f"{record.frames} frames; synthetic camera motion over 11 photographs): "
+                                    f"{training_summary((record.extra or {}).get('training'))}. The real SVD "
+                                    "loads with --base."),
+                          "unit": "", "source": "setting (the stage folder's stage.json)"}
     metrics = read_metrics(Path(e.folder)) if evaluated and e.folder and e.kind == "trained" else None
     if metrics is not None and metrics.get("ok"):
         for name in ("fvd_proxy", "first_frame_psnr", "motion_spearman"):

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from explorer import stages as registry
+from explorer.pipeline import training_summary
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 CARD_TAGS: tuple[str, ...] = ("mobilevd", "stable-video-diffusion", "image-to-video", "video-diffusion",
@@ -80,23 +81,6 @@ def _stage_rows(checkpoints: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _training_text(training: Any) -> str:
-    if training is None:
-        return "—"
-    if isinstance(training, str):
-        return training
-    if isinstance(training, dict):
-        if "objective" in training:
-            cfg = training.get("config") or {}
-            return f"{training['objective']}, {cfg.get('steps', '?')} steps x batch {cfg.get('batch', '?')}"
-        if "steps" in training:
-            size = "x".join(str(v) for v in training.get("size") or [])
-            return f"denoising, {training['steps']} steps x batch {training.get('batch', '?')} at {size}"
-        if "gates" in training:
-            return "learned temporal gates, then adversarial finetuning"
-    return "see stage.json"
-
-
 def _fmt(value: Any, digits: int = 2) -> str:
     return "—" if value is None else (f"{value:.{digits}f}" if isinstance(value, float) else str(value))
 
@@ -143,7 +127,7 @@ def model_card(checkpoints: str | Path, repo_id: str) -> str:
         m = r["metrics"]
         lines.append(f"| `{r['slug']}` | {r['size']} | {r['steps']} | {'yes' if r['cfg'] else 'no'} | "
                      f"{_fmt(r['full_tflops'])} | {_fmt(m.get('fvd_proxy'))} | {_fmt(m.get('first_frame_psnr'))} | "
-                     f"{_fmt(m.get('motion_spearman'))} | {_fmt(m.get('clips'))} | {_training_text(r['training'])} |")
+                     f"{_fmt(m.get('motion_spearman'))} | {_fmt(m.get('clips'))} | {training_summary(r['training'])} |")
     if not rows:
         lines.append("| (no stage folders) | | | | | | | | | |")
     lines += [

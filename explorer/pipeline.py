@@ -227,6 +227,25 @@ class LoadedStage(NamedTuple):
     record: StageRecord
 
 
+def training_summary(training: Any) -> str:
+    """One line on how a stage was trained, from its record's ``extra['training']`` (what the card and the model
+    card show)."""
+    if training is None:
+        return "—"
+    if isinstance(training, str):
+        return training
+    if isinstance(training, dict):
+        if "objective" in training:
+            cfg = training.get("config") or {}
+            return f"{training['objective']}, {cfg.get('steps', '?')} steps x batch {cfg.get('batch', '?')}"
+        if "steps" in training:
+            size = "x".join(str(v) for v in training.get("size") or [])
+            return f"denoising, {training['steps']} steps x batch {training.get('batch', '?')} at {size}"
+        if "gates" in training:
+            return "learned temporal gates, then adversarial finetuning"
+    return "see stage.json"
+
+
 def stage_record(pipe: StableVideoDiffusionPipeline) -> StageRecord | None:
     """The record of the stage currently loaded into ``pipe`` (None for pipelines not made by load_stage)."""
     return getattr(pipe, "_mobilevd_record", None)
