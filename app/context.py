@@ -22,6 +22,8 @@ class AppContext:
     max_output_files: int = 256  # the output folder is pruned to this many files after each comparison
     stop: threading.Event = field(default_factory=threading.Event)
     warm_thread: threading.Thread | None = None
+    # stage key -> (UNet seconds per NFE, the rest of the call in s), measured by this session's runs (ETA)
+    timings: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @classmethod
     def create(

@@ -334,7 +334,7 @@ def compare_impl(
         requests.append(StageRequest(key, o.get("steps"), o.get("min_guidance"), o.get("max_guidance"), params))
 
     events: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
-    board: dict[str, dict[str, Any]] = {r.key: {"state": "queued", "text": "queued", "done": 0,
+    board: dict[str, dict[str, Any]] = {r.key: {"state": "queued", "text": "queued" + _estimate(ctx, r), "done": 0,
                                                 "total": r.steps or 1} for r in requests}
     outcomes: list[StageOutcome] = []
 
@@ -344,18 +344,27 @@ def compare_impl(
         for req in requests:
             if cancelled.is_set():
                 break
+            est = _estimate(ctx, req)
             if ctx.catalog.work.busy():  # another tab or API client is generating: say so, not "loading"
                 events.put((req.key, {"state": "waiting", "text": "queued behind another run "
-                                      "(one generation at a time on this machine)"}))
+                                      "(one generation at a time on this machine)" + est}))
             else:
-                events.put((req.key, {"state": "loading", "text": "loading model"}))
+                events.put((req.key, {"state": "loading", "text": "loading model" + est}))
             t0 = time.perf_counter()
+            first_step: list[float] = []
 
-            def cb(done: int, total: int, key: str = req.key) -> None:
+            def cb(done: int, total: int, key: str = req.key, first_step: list[float] = first_step) -> None:
                 if cancelled.is_set():
                     raise RequestCancelled("request cancelled by the client")
+                now = time.perf_counter()
+                if not first_step:
+                    first_step.append(now)
+                    left = ""
+                else:  # from this run's own step rate (the first step includes loading and encoding)
+                    rate = (now - first_step[0]) / max(1, done - 1)
+                    left = f" · ~{rate * (total - done):.0f} s left" if done < total else ""
                 events.put((key, {"state": "running", "done": done, "total": total,
-                                  "text": f"step {done}/{total}"}))
+                                  "text": f"step {done}/{total}{left}"}))
 
             try:
                 out = run_stage(ctx.catalog, ctx.flops, ctx.results, ctx.out_dir, checked, req, common,
@@ -363,6 +372,7 @@ def compare_impl(
             except RequestCancelled:
                 break
             outcomes.append(out)
+            _remember_timing(ctx, req.key, out)
             dt = time.perf_counter() - t0
             text = {"done": f"done in {dt:.1f} s", "cached": "cached (instant)"}.get(
                 out.status, f"{out.status}: {out.reason}")
@@ -403,6 +413,26 @@ def compare_impl(
 
     yield (_board(keys, board, header + " · finished"), sbs, grid, sbs, grid, pd.DataFrame(rows, columns=headers),
            summary, common.seed, state)
+
+
+def _remember_timing(ctx: AppContext, key: str, out: StageOutcome) -> None:
+    """Seconds per NFE and the rest of the call, as this session measured them for ``key``."""
+    s = out.stats or {}
+    nfe, unet_s, wall_s = (s.get(k, {}).get("value") for k in ("nfe", "unet_s", "wall_s"))
+    if out.status == "done" and nfe and unet_s is not None and wall_s is not None:
+        ctx.timings[key] = (float(unet_s) / float(nfe), max(0.0, float(wall_s) - float(unet_s)))
+
+
+def _estimate(ctx: AppContext, req: StageRequest) -> str:
+    """' · est. ~N s' from this session's measured seconds per NFE of the same stage, or '' when not measured."""
+    timing = ctx.timings.get(req.key)
+    record = ctx.catalog.entries[req.key].record if req.key in ctx.catalog.entries else None
+    if timing is None or record is None:
+        return ""
+    steps = req.steps or record.steps
+    cfg = (req.max_guidance if req.max_guidance is not None else record.max_guidance) > 1.0
+    nfe = steps * (2 if cfg else 1) if steps > 1 else (2 if cfg else 1)
+    return f" · est. ~{timing[0] * nfe + timing[1]:.0f} s ({nfe} NFE x s/NFE measured this session)"
 
 
 def _follow(events: queue.Queue[tuple[str, dict[str, Any]]], board: dict[str, dict[str, Any]], keys: list[str],

@@ -646,3 +646,12 @@ def test_board_says_queued_behind_another_run(ctx: AppContext, photo: str) -> No
         for _ in gen:  # let the comparison finish now that the lock is free
             pass
     assert not ctx.catalog.work.busy()
+
+
+def test_board_estimates_time_from_this_sessions_runs(ctx: AppContext, photo: str) -> None:
+    """Issue 15 gap: an estimated time per stage before the run (from measured seconds per NFE) and during it."""
+    run_compare(ctx, {"path": photo}, ["mobilevd"], seed=11)
+    assert "channel-funnels" in ctx.timings and ctx.timings["channel-funnels"][0] > 0
+    first = next(tab_compare.compare_impl(ctx, {"path": photo}, ["mobilevd"], STEPS1, 12, False, 127, 7, 0.02, 11,
+                                          "blend", 0.5))[0]
+    assert "est. ~" in first and "measured this session" in first
