@@ -442,45 +442,55 @@ def tradeoff_project(rows: Sequence[dict[str, Any]], baselines: Sequence[dict[st
 
 
 def latency(rows: Sequence[dict[str, Any]]) -> go.Figure:
-    """ms per NFE by stage, one bar group per device/runtime/precision; OOM and failures marked."""
+    """ms per NFE by stage, one bar group per device/runtime/precision/scale; OOM and failures marked. Records
+    measured here (left) and the paper's numbers (right) each get their own panel and axis: a tiny model on this
+    CPU and full SVD on a phone are not one quantity to read off one scale."""
+    from plotly.subplots import make_subplots
+
     if not rows:
         return empty("Latency per NFE", "no records")
     order = {s: i for i, s in enumerate(registry.SLUGS)}
-    stages = sorted({str(r["stage"]) for r in rows}, key=lambda s: order.get(s, 99))
-    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in rows:
-        src = "paper" if str(r.get("source", "")).startswith("paper") else "measured"
-        name = (f"{r.get('device') or '?'} · {r.get('runtime') or '?'} · {r.get('precision') or '?'} · "
-                f"{r.get('scale') or '?'} ({src})")
-        groups[name].append(r)
-    fig = go.Figure()
-    ymax = max([r["median_ms"] for r in rows if r.get("median_ms")] or [1.0])
-    for name, rs in groups.items():
-        by_stage = {str(r["stage"]): r for r in rs}
-        ys, texts, hov = [], [], []
-        for s in stages:
-            r = by_stage.get(s)
-            if r is None:
-                ys.append(None)
-                texts.append("")
-                hov.append("")
-                continue
-            status = r.get("status")
-            ms = r.get("median_ms")
-            if status in ("oom", "failed") or ms is None:
-                ys.append(ymax * 1.6)
-                texts.append(str(status).upper())
-            else:
-                ys.append(ms)
-                texts.append(f"{ms:.0f}" if ms >= 100 else f"{ms:.3g}")
-            hov.append(f"{s}: {ms if ms is not None else status} ms<br>{r.get('includes')}"
-                       f"<br>source: {r.get('source')}")
-        fig.add_bar(name=name, x=stages, y=ys, text=texts, textposition="outside", customdata=hov,
-                    hovertemplate="%{customdata}<extra></extra>",
-                    marker_pattern_shape=["x" if t in ("OOM", "FAILED") else "" for t in texts])
+    panels = {"measured": [r for r in rows if not str(r.get("source", "")).startswith("paper")],
+              "paper": [r for r in rows if str(r.get("source", "")).startswith("paper")]}
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.09,
+                        subplot_titles=("measured here (this project's records)", "paper (full SVD, GPU and phone)"))
+    for col, (src, prow) in enumerate(panels.items(), start=1):
+        if not prow:
+            fig.add_annotation(text=f"no {src} records", x=0.2 if col == 1 else 0.8, y=0.5, xref="paper",
+                               yref="paper", showarrow=False, font=dict(color="#666"))
+            continue
+        stages = sorted({str(r["stage"]) for r in prow}, key=lambda s: order.get(s, 99))
+        groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for r in prow:
+            groups[f"{r.get('device') or '?'} · {r.get('runtime') or '?'} · {r.get('precision') or '?'} · "
+                   f"{r.get('scale') or '?'} ({src})"].append(r)
+        ymax = max([r["median_ms"] for r in prow if r.get("median_ms")] or [1.0])
+        for name, rs in groups.items():
+            by_stage = {str(r["stage"]): r for r in rs}
+            ys, texts, hov = [], [], []
+            for s in stages:
+                r = by_stage.get(s)
+                if r is None:
+                    ys.append(None)
+                    texts.append("")
+                    hov.append("")
+                    continue
+                status = r.get("status")
+                ms = r.get("median_ms")
+                if status in ("oom", "failed") or ms is None:
+                    ys.append(ymax * 1.6)
+                    texts.append(str(status).upper())
+                else:
+                    ys.append(ms)
+                    texts.append(f"{ms:.0f}" if ms >= 100 else f"{ms:.3g}")
+                hov.append(f"{s}: {ms if ms is not None else status} ms<br>{r.get('includes')}"
+                           f"<br>source: {r.get('source')}")
+            fig.add_bar(name=name, x=stages, y=ys, text=texts, textposition="outside", customdata=hov,
+                        hovertemplate="%{customdata}<extra></extra>", row=1, col=col,
+                        marker_pattern_shape=["x" if t in ("OOM", "FAILED") else "" for t in texts])
+        fig.update_yaxes(title="ms per NFE (UNet only, batch 1)", type="log", row=1, col=col)
     fig.update_layout(barmode="group")
-    fig.update_yaxes(title="ms per NFE (UNet only, batch 1)", type="log")
-    return _layout(fig, "Latency per UNet evaluation (hatched = OOM / failed)", height=480, legend_y=-0.15)
+    return _layout(fig, "Latency per UNet evaluation (hatched = OOM / failed)", height=480, legend_y=-0.18)
 
 
 def fmt(value: Any, digits: int = 4) -> str:
@@ -514,6 +524,10 @@ def ablation_bars(table: str, rows: Sequence[dict[str, Any]]) -> go.Figure:
         fig.add_annotation(text="no rows in the paper", x=0.2, y=0.5, xref="paper", yref="paper", showarrow=False,
                            font=dict(color="#666"))
     if mine:
+        vals = [r["fvd_proxy"] for r in mine]
+        pad = max(0.05 * (max(vals) - min(vals)), 0.02 * max(vals), 1e-3)
+        # not from 0: the records differ by tenths, which bars from zero hide
+        fig.update_yaxes(range=[max(0.0, min(vals) - 4 * pad), max(vals) + 2 * pad], row=1, col=2)
         fig.add_bar(x=[r["label"] for r in mine], y=[r["fvd_proxy"] for r in mine], row=1, col=2, showlegend=False,
                     marker_color="#72B7B2", customdata=[[r.get("tflops"), r.get("source")] for r in mine],
                     hovertemplate="%{x}: FVD-proxy %{y:.2f}, %{customdata[0]} TFLOPs/NFE (full scale)"

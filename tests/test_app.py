@@ -655,3 +655,21 @@ def test_board_estimates_time_from_this_sessions_runs(ctx: AppContext, photo: st
     first = next(tab_compare.compare_impl(ctx, {"path": photo}, ["mobilevd"], STEPS1, 12, False, 127, 7, 0.02, 11,
                                           "blend", 0.5))[0]
     assert "est. ~" in first and "measured this session" in first
+
+
+def test_latency_and_ablation_plots_read_as_they_should() -> None:
+    """Issue 15: tiny-CPU records and the paper's full-scale numbers shared one axis; ablation bars from 0 hid
+    differences of a few tenths."""
+    rows = [{"stage": "svd-512", "median_ms": 125.0, "device": "cpu", "runtime": "torch", "precision": "fp32",
+             "scale": "tiny", "source": "measured here: scripts/benchmark.py"},
+            {"stage": "channel-funnels", "median_ms": 1780.0, "device": "Galaxy S24", "runtime": "qnn",
+             "precision": "w8a16", "scale": "full", "source": "paper, Table 2"}]
+    fig = plots.latency(rows)
+    axes = {tr.xaxis for tr in fig.data}
+    assert axes == {"x", "x2"}  # one panel each
+    by_axis = {tr.xaxis: tr.name for tr in fig.data}
+    assert "measured" in by_axis["x"] and "paper" in by_axis["x2"]
+    recs = [{"label": "a", "fvd_proxy": 20.1}, {"label": "b", "fvd_proxy": 20.5}]
+    bars = plots.ablation_bars("Table 5", recs)
+    lo, hi = bars.layout.yaxis2.range
+    assert 15 < lo < 20.1 and hi > 20.5
