@@ -130,8 +130,9 @@ def build(ctx: AppContext) -> dict[str, Any]:
                                 allow_custom_value=True)
             scale = gr.Radio(SCALES, value="full", label="scale")
             with gr.Row():
-                width = gr.Number(value=0, precision=0, label="width (0 = stage's)", min_width=80)
-                height = gr.Number(value=0, precision=0, label="height", min_width=80)
+                width = gr.Number(value=0, precision=0, label="width (0 = stage's)", min_width=80,
+                                  elem_id="mvd-flops-width")
+                height = gr.Number(value=0, precision=0, label="height", min_width=80, elem_id="mvd-flops-height")
                 frames = gr.Number(value=0, precision=0, label="frames", min_width=80)
             kept = gr.Textbox(value="", label="kept temporal blocks (pruned stages; empty = the stage's choice; "
                               f"indices 0..{temporal_block_count('full') - 1} at full scale, "
@@ -141,7 +142,7 @@ def build(ctx: AppContext) -> dict[str, Any]:
             btn = gr.Button("Count FLOPs", variant="primary", elem_id="mvd-flops-go")
             csv_file = gr.File(label="per-layer CSV", interactive=False)
         with gr.Column(scale=5):
-            summary = gr.Markdown(label="summary")
+            summary = gr.Markdown(label="summary", elem_id="mvd-flops-summary")
             tree = gr.Plot(label="per-layer FLOPs", elem_id="mvd-flops-tree")
     with gr.Row():
         with gr.Column():

@@ -200,7 +200,7 @@ def build(ctx: AppContext, compare: dict[str, Any]) -> dict[str, Any]:
         with gr.Column(scale=2):
             n = gr.Slider(1, view["total"], value=min(int(view["n"]), view["total"]), step=1,
                           label=f"temporal blocks kept (n of {view['total']})", elem_id="mvd-gates-n")
-            live = gr.Markdown(label="live FLOPs")
+            live = gr.Markdown(label="live FLOPs", elem_id="mvd-gates-live")
             curve = gr.Plot(label="cost vs n")
     history = gr.Plot(label="history", elem_id="mvd-gates-history")
     gr.Markdown("#### Generate with the re-pruned tiny model (zero-shot) beside the trained one\n"

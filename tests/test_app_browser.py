@@ -128,12 +128,56 @@ def test_app_in_headless_chromium(server: str, tmp_path: Path) -> None:
         page.wait_for_timeout(1500)
         page.screenshot(path=str(SHOTS / "compare.png"), full_page=True)
 
+        # issue 15 bug 4: FLOP counting does not wait for another client's 50-step generation
+        from gradio_client import Client, handle_file
+
+        other = Client(server, verbose=False).submit(
+            handle_file(str(photo_path("coffee"))), ["svd"], None, 5, False, 127, 7, 0.02, 11, "blend", 0.5,
+            api_name="/compare")
+        page.get_by_role("tab", name="FLOPs").click()
+        page.wait_for_selector("#mvd-flops-tree .js-plotly-plot", timeout=150_000)
+        page.wait_for_timeout(4000)  # the other client's generation is under way
+        page.locator("#mvd-flops-width input").fill("768")
+        page.locator("#mvd-flops-height input").fill("432")
+        start = time.perf_counter()
+        page.locator("#mvd-flops-go").click()
+        page.wait_for_function("document.querySelector('#mvd-flops-summary').innerText.includes('768x432')",
+                               timeout=60_000)
+        flops_s = time.perf_counter() - start
+        assert not other.done(), "the 50-step comparison finished too early to test anything"
+        assert flops_s < 5, f"Count FLOPs took {flops_s:.1f} s while another client generated"
+        other.cancel()  # the server stops it at its next denoising step and frees the model lock
+        deadline = time.perf_counter() + 60
+        while not other.done() and time.perf_counter() < deadline:
+            time.sleep(0.5)
+        page.locator("#mvd-flops-width input").fill("0")
+        page.locator("#mvd-flops-height input").fill("0")
+        page.locator("#mvd-flops-go").click()
+        page.wait_for_timeout(1500)
+
         for name, selector, shot in TABS:
             page.get_by_role("tab", name=name).click()
             page.wait_for_selector(f"{selector} .js-plotly-plot", timeout=150_000)
             page.wait_for_function(
                 f"document.querySelector('{selector} .js-plotly-plot .main-svg') !== null", timeout=30_000)
+            if shot == "tradeoff":  # the project's measured points need FLOP counts of every trained stage
+                page.wait_for_selector("#mvd-trade-project .js-plotly-plot .main-svg", timeout=150_000)
             page.wait_for_timeout(2000)  # the other plots of the tab
+            if shot == "gates":  # issue 15 bug 2: a typed value and the keyboard move the text and plots too
+                box = page.locator("#mvd-gates-n input[type=number]")
+                box.fill("15")
+                box.press("Enter")
+                page.wait_for_function("document.querySelector('#mvd-gates-live').innerText.includes('Keep 15 of')",
+                                       timeout=30_000)
+                page.locator("#mvd-gates-n input[type=range]").focus()
+                page.keyboard.press("ArrowRight")
+                page.wait_for_function("document.querySelector('#mvd-gates-live').innerText.includes('Keep 16 of')",
+                                       timeout=30_000)
+                assert page.locator("#mvd-gates-n input[type=number]").input_value() == "16"
+                box.fill("10")
+                box.press("Enter")
+                page.wait_for_function("document.querySelector('#mvd-gates-live').innerText.includes('Keep 10 of')",
+                                       timeout=30_000)
             if shot == "gates":  # the trained stage beside its parent re-pruned zero-shot, same image and seed
                 page.locator("#mvd-gates-go").click()
                 page.wait_for_function("document.querySelectorAll('#mvd-gates-video video').length == 1",
