@@ -57,6 +57,7 @@ BASELINES: tuple[str, ...] = ("baseline-static", "baseline-untrained")
 BASELINE_UNTRAINED_STEPS = 10  # the random UNet's output is noise at any step count; 10 keeps it cheap
 METRICS_FILE = "metrics.json"
 METRICS_FORMAT = "mobilevd-explorer/metrics/1"
+BASELINES_DIR = "baselines"  # <checkpoints>/baselines/metrics.json: the trivial baselines, a row each
 MIN_CLIPS = 64  # the issue's floor for reported numbers
 
 
@@ -165,6 +166,25 @@ def write_metrics(folder: Path, slug: str, row: dict[str, Any] | None, variants:
     out["baselines"] = baselines if baselines else list(old.get("baselines") or [])
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(_finite(out), indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def write_baselines(folder: Path, rows: list[dict[str, Any]]) -> Path:
+    """The trivial baselines as rows of their own: ``<checkpoints>/baselines/metrics.json`` holds one row per
+    baseline and resolution (``baseline-static@128x64``, ...), merged with the rows of earlier runs (atomic)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / METRICS_FILE
+    old: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text(encoding="utf-8")).get("rows") or {}
+        except (OSError, json.JSONDecodeError, AttributeError):
+            old = {}
+    merged = {**old, **{f"{r['stage']}@{r['resolution']}": r for r in rows}}
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(_finite({"format": METRICS_FORMAT, "rows": merged}), indent=2) + "\n",
+                   encoding="utf-8")
     os.replace(tmp, path)
     return path
 
@@ -308,6 +328,8 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> list[dic
     if not args.no_write:
         for slug, (folder, row, variants, size) in per_stage.items():
             write_metrics(folder, slug, row, variants, baseline_rows.get(size, []))
+        if baseline_rows:
+            write_baselines(ckpt / BASELINES_DIR, [r for rs in baseline_rows.values() for r in rs])
     return [_finite(r) for r in rows]
 
 

@@ -94,6 +94,10 @@ def test_evaluate_end_to_end(ev, setup, capsys: pytest.CaptureFixture[str]) -> N
     assert {b["stage"] for b in saved["baselines"]} == {"baseline-static", "baseline-untrained"}
     assert all(b["resolution"] == "32x16" for b in saved["baselines"])
     assert (ckpt / "svd" / "metrics.json").is_file()
+    own = json.loads((ckpt / "baselines" / "metrics.json").read_text())["rows"]  # rows of their own
+    assert set(own) == {f"{b}@{r}" for b in ("baseline-static", "baseline-untrained") for r in ("48x24", "32x16")}
+    assert own["baseline-static@32x16"]["fvd_proxy"] == static["fvd_proxy"]
+    assert "consecutive_psnr" in by[("lowres-ft", "32x16")] and "bucket_sweep" in by[("lowres-ft", "32x16")]
 
     # same seeds -> same numbers; a step override is recorded under its own name and merged into metrics.json
     argv2 = ["--checkpoints", str(ckpt), "--stages", "lowres-ft", "--clips", "2", "--json", "--proxy",
