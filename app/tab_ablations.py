@@ -44,7 +44,9 @@ def build(ctx: AppContext) -> dict[str, Any]:
     choice = gr.Radio(list(ABLATION_TABLES), value="Table 3", label="table")
     note = gr.Markdown()
     plot = gr.Plot(label="ablation", elem_id="mvd-ablation-plot")
-    grid = gr.Dataframe(headers=HEADERS, interactive=False, wrap=True, label="rows and their sources")
+    widths = ["22%"] + [f"{78 / (len(HEADERS) - 1):.1f}%"] * (len(HEADERS) - 1)  # headers never one letter a line
+    grid = gr.Dataframe(headers=HEADERS, interactive=False, wrap=True, label="rows and their sources",
+                        max_height=1600, column_widths=widths)
 
     def on_table(table: str) -> tuple[Any, list[list[Any]], str]:
         """One paper table (Table 3..6 or One-step): plot, rows and note."""

@@ -568,7 +568,8 @@ def build(ctx: AppContext) -> dict[str, Any]:
             dl_png = gr.DownloadButton("Download frame grid png", elem_id="mvd-dl-png")
             grid = gr.Image(label="Frame grid (every other frame)", type="filepath", interactive=False, height=220)
     stats = gr.Dataframe(label="All numbers (per stage); the source column says where each came from",
-                         interactive=False, wrap=True, elem_id="mvd-stats")
+                         headers=["quantity", "(the stages, after a run)", "source", "unit"],
+                         interactive=False, wrap=True, elem_id="mvd-stats", max_height=1400)
     with gr.Accordion("Raw result (JSON, as the API returns it)", open=False):
         summary = gr.JSON(label="summary")
     state = gr.State()

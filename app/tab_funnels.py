@@ -87,7 +87,7 @@ def build(ctx: AppContext) -> dict[str, Any]:
             scale = gr.Radio(["full", "tiny"], value="full", label="scale")
             text = gr.Markdown(label="summary")
             summary = gr.Dataframe(headers=["attention", "layers", "head dim", "q/k width", "v/o width"],
-                                   interactive=False, label="widths before -> after, per kind")
+                                   interactive=False, wrap=True, label="widths before -> after, per kind")
         with gr.Column(scale=3):
             curve = gr.Plot(label="FLOPs vs r", elem_id="mvd-funnel-curve")
     with gr.Accordion("Per-layer widths", open=False):
@@ -100,7 +100,7 @@ def build(ctx: AppContext) -> dict[str, Any]:
             abl = gr.Plot(label="CSI vs He", elem_id="mvd-funnel-ablation")
         with gr.Column(scale=2):
             t5 = gr.Dataframe(headers=["table", "label", "FVD / FVD-proxy", "TFLOPs", "phone ms", "source"],
-                              interactive=False, label="Table 5 (paper) and project records")
+                              interactive=False, wrap=True, max_height=900, label="Table 5 (paper) and project records")
             abl_note = gr.Markdown()
 
     def on_r(fun_factor: float, scale: str) -> tuple[Any, ...]:

@@ -56,7 +56,8 @@ def rows_view(ctx: AppContext) -> tuple[list[list[Any]], Any, str]:
 def build(ctx: AppContext) -> dict[str, Any]:
     note = gr.Markdown(label="note")
     plot = gr.Plot(label="latency per NFE", elem_id="mvd-latency-plot")
-    table = gr.Dataframe(headers=HEADERS, interactive=False, wrap=True, label="records (measured) and paper rows")
+    table = gr.Dataframe(headers=HEADERS, interactive=False, wrap=True, label="records (measured) and paper rows",
+                         max_height=2400)  # every row on the page, not in an inner scroll
     reload_btn = gr.Button("Reload records", size="sm")
     gr.Markdown(HOW_TO)
 
