@@ -339,6 +339,11 @@ def _strict_load(
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected tensors (e.g. {unexpected[:3]})")
         raise StageLoadError(f"weights in {where} do not match the architecture: " + ", ".join(parts))
+    if assign:
+        # safetensors hands out tensors at arbitrary offsets of the file's buffer; assigned as parameters they stay
+        # misaligned and oneDNN picks other kernels for them: a loaded stage then differed from the same weights in
+        # memory by one level in 0.1% of pixels. A copy is aligned, and loading stays bit-identical.
+        state = {k: v.clone() for k, v in state.items()}
     try:
         module.load_state_dict(state, strict=True, assign=assign)
     except RuntimeError as exc:
