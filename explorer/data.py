@@ -746,6 +746,17 @@ def _parse_size(size: tuple[int, int] | str) -> tuple[int, int]:
     return int(w), int(h)
 
 
+def size_arg(text: str) -> tuple[int, int]:
+    """``WxH`` -> (width, height), for command lines (``type=size_arg``; argparse reports the ValueError)."""
+    try:
+        w, h = _parse_size(text)
+    except ValueError:
+        raise ValueError(f"size must look like 128x64, got {text!r}") from None
+    if w <= 0 or h <= 0:
+        raise ValueError(f"size must be positive, got {text!r}")
+    return w, h
+
+
 def _finish(spec: _Spec, width: int, height: int, split: str, index: int, seed: int) -> Clip:
     frames = _levels_to_unit(_render(spec, width, height))
     motion = _measure(spec, height / width)

@@ -27,11 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from explorer import data  # noqa: E402
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    w, h = (int(v) for v in text.lower().split("x"))
-    return w, h
+from explorer.data import size_arg  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--vae", default="runs/vae/final", help="the PatchVAE the cache was built with")
     ap.add_argument("--kl-vae", default="checkpoints/_shared/vae", help="the previous AutoencoderKLTemporalDecoder")
     ap.add_argument("--image-encoder", default="checkpoints/_shared/image_encoder")
-    ap.add_argument("--size", type=parse_size, default=data.LOWRES)
+    ap.add_argument("--size", type=size_arg, default=data.LOWRES)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)

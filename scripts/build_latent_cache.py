@@ -14,15 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from explorer.data import size_arg  # noqa: E402
 from explorer.latent_cache import LatentCacheError, build_latent_cache  # noqa: E402
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"size must look like 128x64, got {text!r}") from exc
-    return w, h
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--vae", required=True, help="VAE folder with a linear encoder (PatchVAE)")
     parser.add_argument("--image-encoder", required=True, help="image encoder folder (frozen)")
-    parser.add_argument("--size", type=parse_size, required=True, help="WxH px")
+    parser.add_argument("--size", type=size_arg, required=True, help="WxH px")
     parser.add_argument("--clips", type=int, required=True, help="number of training clips in the cache")
     parser.add_argument("--out", required=True, help="cache folder")
     parser.add_argument("--shard-clips", type=int, default=512)
