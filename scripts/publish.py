@@ -1,7 +1,7 @@
 """Publish the trained path (stage folders + _shared) to a Hugging Face model repo with a model card. Thin CLI.
 
     python scripts/publish.py --repo OWNER/NAME --dry-run          # writes runs/publish/README.md + files.txt
-    huggingface-cli login && python scripts/publish.py --repo OWNER/NAME
+    hf auth login && python scripts/publish.py --repo OWNER/NAME         # hf: huggingface_hub's CLI
     python app.py --checkpoints OWNER/NAME                          # then load it back by id
 
 The card carries the hub metadata (library_name diffusers, pipeline_tag image-to-video, tags), the per-stage
