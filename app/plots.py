@@ -78,7 +78,9 @@ def _gf(flops: float) -> str:
 def hierarchy(res: dict[str, Any], kind: str = "treemap") -> go.Figure:
     """Block -> layer type -> layer, sized by FLOPs (one NFE)."""
     ids, labels, parents, values, colors, hover = [], [], [], [], [], []
-    root = f"{res['stage']} ({res['scale']}, {res['width']}x{res['height']}x{res['frames']})"
+    size = f"{res['scale']}, {res['width']}x{res['height']}x{res['frames']}"
+    # a sunburst's centre is small: the stage name alone there (its size goes to the title), the full label on a map
+    root = res["stage"] if kind == "sunburst" else f"{res['stage']} ({size})"
     total = sum(max(0, int(layer["flops"])) for layer in res["layers"])
     ids.append("root")
     labels.append(root)
@@ -122,9 +124,11 @@ def hierarchy(res: dict[str, Any], kind: str = "treemap") -> go.Figure:
     trace = trace_cls(ids=ids, labels=labels, parents=parents, values=values, branchvalues="total",
                       marker=dict(colors=colors), customdata=hover, hovertemplate="%{customdata}<extra></extra>",
                       maxdepth=3 if kind == "treemap" else 3)
+    if kind == "sunburst":
+        trace.update(insidetextorientation="radial")
     fig = go.Figure(trace)
-    return _layout(fig, f"Where the FLOPs go: {res['tflops']:.4g} TFLOPs per NFE — measured here "
-                        "(torch FLOP counter)", height=520)
+    title = f"Where the FLOPs go: {res['tflops']:.4g} TFLOPs per NFE — measured here (torch FLOP counter)"
+    return _layout(fig, title + (f"<br><sub>{res['stage']} ({size})</sub>" if kind == "sunburst" else ""), height=520)
 
 
 def _block_order(name: str) -> tuple[int, int]:
