@@ -236,3 +236,22 @@ def test_snapshot_and_restore_a_run(tmp_path: Path) -> None:
     record = Checkpointer(fresh / "state").load({"unet": model}, {"opt": torch.optim.AdamW(model.parameters())})
     assert record["step"] == 7 and model.weight.dtype == torch.float32
     assert torch.allclose(model.weight, unet.weight, atol=1e-3)
+
+
+def test_learning_curve_table_and_plot(tmp_path: Path) -> None:
+    from explorer.training.curves import PROBE_SIGMAS, curve_table, plot_curves, read_curves
+
+    run = tmp_path / "svd-pretrain-small"
+    run.mkdir()
+    rows = []
+    for step in (0, 1000):
+        den = {f"{s:g}": {"all": 1.0 - step / 2000, "frame0": 0.5, "copy_all": 0.3, "copy_frame0": 0.001}
+               for s in PROBE_SIGMAS}
+        rows.append({"step": step, "clips": step * 16, "size": [64, 32], "denoise": den,
+                     "sample_frame0_psnr": {"mean": 10.0 + step / 100}})
+    (run / "curve.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    curves = read_curves([str(run), str(tmp_path / "absent")])
+    table = curve_table(curves)
+    assert "| svd-pretrain-small | 1000 | 16000 | 64x32 | 0.500 (0.300)" in table and "20.00" in table
+    plot_curves(curves, str(tmp_path / "c.png"))
+    assert (tmp_path / "c.png").stat().st_size > 10_000
