@@ -118,3 +118,23 @@ def test_cached_training_run_with_curve(parts: tuple, cache_dir: Path, tmp_path:
         assert "mean" in r["sample_frame0_psnr"]
     with pytest.raises(ValueError, match="train_image_encoder=False"):
         train_denoiser(DenoiseConfig(out=str(tmp_path / "r2"), cache=str(cache_dir)), unet, vae, enc)
+
+
+def test_a_time_limited_run_stops_resumable(parts: tuple, cache_dir: Path, tmp_path: Path) -> None:
+    """max_seconds: the run checkpoints and stops unfinished (no config.json), and the same call resumes."""
+    from explorer.models import build_unet, unet_config
+    from explorer.training.common import Checkpointer
+    from explorer.training.denoise import DenoiseConfig, train_denoiser
+
+    vae, enc = parts
+    cfg_u = unet_config("micro")
+    cfg_u.update(in_channels=2 * vae.config.latent_channels, out_channels=vae.config.latent_channels)
+    cfg = DenoiseConfig(out=str(tmp_path / "run"), size=SIZE, steps=50, batch=1, warmup=1, ckpt_every=100,
+                        log_every=1, num_workers=0, cache=str(cache_dir), train_image_encoder=False,
+                        max_seconds=1e-9)
+    res = train_denoiser(cfg, build_unet(cfg_u), vae, enc, progress=False)
+    assert res["finished"] is False and res["step"] == 1
+    assert Checkpointer(tmp_path / "run" / "state").exists() and not (tmp_path / "run" / "config.json").exists()
+    cfg.max_seconds, cfg.steps = 0.0, 2
+    res = train_denoiser(cfg, build_unet(cfg_u), vae, enc, progress=False)
+    assert res["finished"] and res["step"] == 2 and (tmp_path / "run" / "config.json").exists()

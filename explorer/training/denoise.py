@@ -63,6 +63,9 @@ class DenoiseConfig:
     probe_every: int = 0  # learning-curve rows (explorer.training.curves) every this many steps (0: never)
     probe_clips: int = 16
     probe_photos: int = 4
+    # stop cleanly (checkpoint, learning-curve row) after this many seconds of this process's training, the run
+    # unfinished and resumable: a session or a lent GPU ends the run on time instead of killing it (0: no limit)
+    max_seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -219,15 +222,21 @@ def train_denoiser(
             log.write(step=step, loss=loss.item(), loss_avg=running, lr=lr, clips=step * clips_per_step,
                       clips_per_s=seen / el, elapsed_s=el, ema_decay=ema.current_decay())
             bar.set_postfix(loss=f"{running:.4f}", cps=f"{seen / el:.2f}")
-        if (step % cfg.ckpt_every == 0 or step == cfg.steps) and accelerator.is_main_process:
+        out_of_time = bool(cfg.max_seconds) and time.time() - t0 >= cfg.max_seconds
+        if (step % cfg.ckpt_every == 0 or step == cfg.steps or out_of_time) and accelerator.is_main_process:
             ckpt.save(step, {"unet": accelerator.unwrap_model(unet),
                              "image_encoder": accelerator.unwrap_model(image_encoder),
                              "ema": ema.state_dict(), "ema_image_encoder": ema_enc.state_dict()},
                       {"opt": opt}, meta={"ema_updates": ema.updates, "config": asdict(cfg)})
-        probe.maybe(step, step * clips_per_step, last=step == cfg.steps)
+        probe.maybe(step, step * clips_per_step, last=step == cfg.steps or out_of_time)
+        if out_of_time:
+            break
     bar.close()
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
-    return {"ema_unet": ema.state_dict(), "ema_image_encoder": ema_enc.state_dict(), "log": str(log.path)}
+    finished = step >= cfg.steps
+    if finished:  # config.json marks a finished run (the path builder skips it)
+        (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    return {"ema_unet": ema.state_dict(), "ema_image_encoder": ema_enc.state_dict(), "log": str(log.path),
+            "finished": finished, "step": step}
 
 
 class _Probe:

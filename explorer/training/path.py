@@ -56,6 +56,7 @@ class Plan:
     curriculum_start: float = 2.0  # max motion (ref px per frame) at the start of pretraining ...
     curriculum_steps: int = 4000  # ... reaching the full range after these steps (of each pretraining phase)
     probe_every: int = 1000  # learning-curve rows (runs/<phase>/curve.jsonl)
+    max_seconds: float = 0.0  # per denoising run: stop cleanly after this long, resumable (0: no limit)
     svd_steps: int = 1500
     svd_batch: int = 4
     lowres_steps: int = 3000
@@ -113,7 +114,7 @@ class PathBuilder:
         return DenoiseConfig(out=str(self.runs / name), size=size, steps=steps, batch=batch, lr=p.denoise_lr,
                              warmup=min(200, max(1, steps // 10)), ckpt_every=p.ckpt_every, num_workers=p.num_workers,
                              threads=p.threads, log_every=1 if steps < 20 else 20, train_image_encoder=False,
-                             probe_every=p.probe_every, **kw)
+                             probe_every=p.probe_every, max_seconds=p.max_seconds, **kw)
 
     def _cache_dir(self, size: tuple[int, int]) -> Path:
         return self.runs / f"latent-cache-{size[0]}x{size[1]}"
@@ -343,6 +344,10 @@ class PathBuilder:
             result = getattr(self, step.replace("-", "_"))()
             self.report[step] = {"seconds": time.time() - t0, **{k: v for k, v in result.items()
                                                                  if k not in ("ema_unet", "ema_image_encoder")}}
+            if result.get("finished") is False:  # out of time (Plan.max_seconds): the later steps need this one
+                print(_progress_note(step, f"stopped at step {result.get('stopped_at')}, resumable",
+                                     time.time() - t0), flush=True)
+                break
             print(_progress_note(step, "finished", time.time() - t0), flush=True)
         return self.report
 

@@ -122,6 +122,9 @@ def train_denoise_stage(
     ``image_encoder_dir``: keep this saved image encoder (frozen, e.g. for a latent-cached run)."""
     unet, encoder, vae, info = load_init(init, scale, vae_dir, image_encoder_dir)
     result = train_denoiser(cfg, unet, vae, encoder, progress=progress)
+    if not result["finished"]:  # stopped on time: resumable, nothing exported
+        return {"stage": slug, "run": cfg.out, "steps": cfg.steps, "stopped_at": result["step"],
+                "finished": False, "log": result["log"]}
     unet.load_state_dict({k: v.to(p.dtype) for (k, v), p in zip(result["ema_unet"].items(),
                                                                   unet.state_dict().values(), strict=True)})
     if cfg.train_image_encoder:  # a frozen encoder keeps its exact weights (its EMA differs by float rounding)
