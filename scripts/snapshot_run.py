@@ -3,8 +3,9 @@
     python scripts/snapshot_run.py save runs/svd-pretrain-small        # -> checkpoints/_partial/svd-pretrain-small
     python scripts/snapshot_run.py restore checkpoints/_partial/svd-pretrain-small   # -> runs/svd-pretrain-small
 
-A snapshot holds the run's weights and EMA (the UNet's in float16; no optimizer moments), its trainer.json, the
-training log and the learning curve (curve.jsonl), and its final/ folder when it has one.
+A snapshot holds the run's EMA weights (the UNet's in float16; the online model restarts from them, no optimizer
+moments; a frozen image encoder is left out, the run loads it from its own folder), its trainer.json, the training
+log and the learning curve (curve.jsonl), and its final/ folder when it has one.
 """
 
 from __future__ import annotations

@@ -227,7 +227,8 @@ def test_snapshot_and_restore_a_run(tmp_path: Path) -> None:
     assert not list(snap.rglob("optim_*")) and (snap / "curve.jsonl").is_file()
     from safetensors.torch import load_file
 
-    assert load_file(str(snap / "state" / "unet.safetensors"))["weight"].dtype == torch.float16
+    assert load_file(str(snap / "state" / "ema.safetensors"))["weight"].dtype == torch.float16
+    assert not (snap / "state" / "unet.safetensors").exists()  # restored from the EMA
     assert torch.equal(load_file(str(snap / "state" / "image_encoder.safetensors"))["weight"], enc.weight)
     with pytest.raises(FileExistsError):
         restore_run(snap, run)  # never overwrites a run that is as far or further
@@ -236,6 +237,13 @@ def test_snapshot_and_restore_a_run(tmp_path: Path) -> None:
     record = Checkpointer(fresh / "state").load({"unet": model}, {"opt": torch.optim.AdamW(model.parameters())})
     assert record["step"] == 7 and model.weight.dtype == torch.float32
     assert torch.allclose(model.weight, unet.weight, atol=1e-3)
+    # a run with a frozen image encoder: the encoder (loaded from its own folder) is not in the snapshot
+    frozen = tmp_path / "runs" / "f"
+    Checkpointer(frozen / "state").save(3, {"unet": unet, "ema": unet.state_dict(), "image_encoder": enc,
+                                            "ema_image_encoder": enc.state_dict()}, {"opt": opt},
+                                        meta={"ema_updates": 3, "config": {"train_image_encoder": False}})
+    fsnap = snapshot_run(frozen, tmp_path / "ckpt" / "_partial" / "f")
+    assert sorted(f.name for f in (fsnap / "state").glob("*.safetensors")) == ["ema.safetensors"]
 
 
 def test_learning_curve_table_and_plot(tmp_path: Path) -> None:

@@ -198,10 +198,11 @@ def count_params(params: Iterable[torch.Tensor]) -> int:
     return sum(p.numel() for p in params)
 
 
-# Files of a run's state cast to float16 in a committed snapshot (the UNet and its EMA: 4x smaller diffs in git,
-# each file under 10 MB). Everything else -- a frozen image encoder above all, whose exact weights the latent
-# cache's fingerprint checks -- is copied unchanged.
+# Files of a run's state cast to float16 in a committed snapshot (the UNet's EMA: each file under 10 MB). The
+# online UNet is not stored: a restore starts it from the EMA (Adam restarts anyway). A frozen image encoder is not
+# stored either: the run loads it from its own folder (the shipped one), not from the state.
 SNAPSHOT_CAST: tuple[str, ...] = ("unet", "ema")
+_FROZEN_ENCODER_FILES = ("image_encoder.safetensors", "ema_image_encoder.safetensors")
 SNAPSHOT_FILES: tuple[str, ...] = ("log.jsonl", "curve.jsonl", "config.json")
 
 
@@ -217,15 +218,19 @@ def snapshot_run(run: str | Path, dest: str | Path, cast: tuple[str, ...] = SNAP
     if tmp.exists():
         shutil.rmtree(tmp)
     (tmp / "state").mkdir(parents=True)
+    record = json.loads((state / "trainer.json").read_text())
+    frozen_encoder = (record.get("config") or {}).get("train_image_encoder") is False
     for f in sorted(state.glob("*.safetensors")):
-        if f.name.startswith("optim_"):
+        if f.name.startswith("optim_") or (f.stem == "unet" and (state / "ema.safetensors").is_file()):
+            continue
+        if frozen_encoder and f.name in _FROZEN_ENCODER_FILES:
             continue
         tensors = load_file(str(f))
         if f.stem in cast:
             tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
         save_file(tensors, str(tmp / "state" / f.name))
-    record = json.loads((state / "trainer.json").read_text())
-    record["snapshot"] = {"from": str(run), "optimizer_moments": False, "cast": {n: str(dtype) for n in cast}}
+    record["snapshot"] = {"from": str(run), "optimizer_moments": False, "cast": {n: str(dtype) for n in cast},
+                          "online_unet": "restored from the EMA", "frozen_image_encoder_stored": not frozen_encoder}
     (tmp / "state" / "trainer.json").write_text(json.dumps(record, indent=1))
     for name in SNAPSHOT_FILES:
         if (run / name).is_file():
@@ -251,6 +256,8 @@ def restore_run(snapshot: str | Path, run: str | Path) -> Path:
     if (run / "state").exists():
         shutil.rmtree(run / "state")
     shutil.copytree(snapshot / "state", run / "state")
+    if not (run / "state" / "unet.safetensors").is_file() and (run / "state" / "ema.safetensors").is_file():
+        shutil.copy2(run / "state" / "ema.safetensors", run / "state" / "unet.safetensors")  # online from the EMA
     for name in SNAPSHOT_FILES:
         if (snapshot / name).is_file():
             shutil.copy2(snapshot / name, run / name)

@@ -168,9 +168,12 @@ def train_denoiser(
     log = JsonlLog(out / "log.jsonl")
     step = 0
     if ckpt.exists():
-        record = ckpt.load({"unet": unet, "image_encoder": image_encoder}, {"opt": opt})
+        # a frozen image encoder comes from where the caller loaded it, never from the run state
+        models = {"unet": unet, **({"image_encoder": image_encoder} if cfg.train_image_encoder else {})}
+        record = ckpt.load(models, {"opt": opt})
         ema.load_state_dict(ckpt.load_tensors("ema"), record["ema_updates"])
-        ema_enc.load_state_dict(ckpt.load_tensors("ema_image_encoder"), record["ema_updates"])
+        if cfg.train_image_encoder:
+            ema_enc.load_state_dict(ckpt.load_tensors("ema_image_encoder"), record["ema_updates"])
         step = int(record["step"])
     unet, image_encoder, opt = accelerator.prepare(unet, image_encoder, opt)
     vae.to(accelerator.device)
