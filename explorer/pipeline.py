@@ -949,13 +949,10 @@ def store_weights_as(
     unchanged: ``load_stage(..., torch_dtype=...)`` casts on load (float32 by default). Components referenced from
     other folders (stage.json ``components``) are left alone. Returns {component: (bytes before, bytes after)}.
     """
-    from safetensors.torch import load_file, save_file
-
     if dtype not in STORAGE_DTYPES:
         raise ValueError(f"dtype must be one of {sorted(STORAGE_DTYPES)}, got {dtype!r}")
     folder = Path(folder)
     record = read_stage_record(folder)
-    target = STORAGE_DTYPES[dtype]
     sizes: dict[str, Any] = {}
     for name in components:
         if name not in _WEIGHTS_BASE:
@@ -963,14 +960,38 @@ def store_weights_as(
         if name in record.components:
             continue  # referenced from another folder: not this stage's to rewrite
         for path in _weight_files(folder / name, _WEIGHTS_BASE[name], None):
-            before = path.stat().st_size
-            state = load_file(str(path))
-            state = {k: (v.to(target) if v.is_floating_point() else v).contiguous() for k, v in state.items()}
-            tmp = path.with_name(path.name + ".tmp")
-            save_file(state, str(tmp), metadata={"format": "pt"})
-            os.replace(tmp, path)
-            sizes[name] = (before, path.stat().st_size)
+            sizes[name] = store_file_as(path, dtype)
     return sizes
+
+
+def store_shared_as(checkpoints: str | Path, component: str, dtype: str = "float16") -> tuple[int, int]:
+    """``store_weights_as`` for a component in ``<checkpoints>/_shared`` (used by several stages, so no stage
+    record owns it); (bytes before, after) summed over its files."""
+    if component not in _WEIGHTS_BASE:
+        raise ValueError(f"component {component!r} has no weights (one of {sorted(_WEIGHTS_BASE)})")
+    before = after = 0
+    for path in _weight_files(Path(checkpoints) / "_shared" / component, _WEIGHTS_BASE[component], None):
+        b, a = store_file_as(path, dtype)
+        before, after = before + b, after + a
+    return before, after
+
+
+def store_file_as(path: str | Path, dtype: str = "float16") -> tuple[int, int]:
+    """Rewrite one safetensors file's floating-point tensors in ``dtype`` (atomically); (bytes before, after).
+    Shared components (``checkpoints/_shared/vae``) have no stage record, so they are rewritten file by file."""
+    from safetensors.torch import load_file, save_file
+
+    if dtype not in STORAGE_DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(STORAGE_DTYPES)}, got {dtype!r}")
+    path = Path(path)
+    target = STORAGE_DTYPES[dtype]
+    before = path.stat().st_size
+    state = load_file(str(path))
+    state = {k: (v.to(target) if v.is_floating_point() else v).contiguous() for k, v in state.items()}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(state, str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, path)
+    return before, path.stat().st_size
 
 
 def _json_default(value: Any) -> Any:

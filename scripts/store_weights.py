@@ -1,6 +1,7 @@
 """Rewrite stage folders' own UNet weights in another storage dtype (float16 halves the download).
 
     python scripts/store_weights.py --stages adversarial-1step,temporal-multiscale --dtype float16
+    python scripts/store_weights.py --shared vae            # checkpoints/_shared/vae, used by several stages
 
 Loading is unchanged (weights are cast to the requested dtype, float32 by default, on load). Re-run
 scripts/evaluate.py afterwards so that metrics.json describes the shipped weights.
@@ -14,17 +15,27 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from explorer.pipeline import STORAGE_DTYPES, StageLoadError, store_weights_as  # noqa: E402
+from explorer.pipeline import STORAGE_DTYPES, StageLoadError, store_shared_as, store_weights_as  # noqa: E402
 from explorer.stages import resolve  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--stages", required=True, help="comma list of slugs (aliases allowed)")
+    p.add_argument("--stages", default="", help="comma list of slugs (aliases allowed)")
+    p.add_argument("--shared", default="", help="comma list of <checkpoints>/_shared components (vae, image_encoder)")
     p.add_argument("--dtype", default="float16", choices=sorted(STORAGE_DTYPES))
     p.add_argument("--checkpoints", default="checkpoints")
     args = p.parse_args(argv)
+    if not args.stages and not args.shared:
+        p.error("name --stages and/or --shared")
     status = 0
+    for name in [s.strip() for s in args.shared.split(",") if s.strip()]:
+        try:
+            before, after = store_shared_as(args.checkpoints, name, args.dtype)
+            print(f"_shared/{name}: {before / 2**20:.1f} MB -> {after / 2**20:.1f} MB ({args.dtype})")
+        except (ValueError, StageLoadError) as exc:
+            print(f"error: _shared/{name}: {exc}", file=sys.stderr)
+            status = 2
     for name in [s.strip() for s in args.stages.split(",") if s.strip()]:
         try:
             slug = resolve(name)

@@ -144,8 +144,10 @@ def test_app_in_headless_chromium(server: str, tmp_path: Path) -> None:
         page.wait_for_function("document.querySelector('#mvd-flops-summary').innerText.includes('768x432')",
                                timeout=60_000)
         flops_s = time.perf_counter() - start
-        assert not other.done(), "the 50-step comparison finished too early to test anything"
-        assert flops_s < 5, f"Count FLOPs took {flops_s:.1f} s while another client generated"
+        # The property, not a time limit (a loaded CI machine makes any limit flaky): the count arrived while the
+        # other client's generation still held the model, so it did not queue behind it.
+        assert not other.done(), f"Count FLOPs ({flops_s:.1f} s) finished only after the other client's generation"
+        print(f"Count FLOPs during another client's generation: {flops_s:.1f} s")
         other.cancel()  # the server stops it at its next denoising step and frees the model lock
         deadline = time.perf_counter() + 60
         while not other.done() and time.perf_counter() < deadline:
