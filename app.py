@@ -21,6 +21,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--placeholder-scale", default="tiny", choices=["tiny", "micro"],
                         help="size of the development placeholders (micro: fastest, for tests)")
     parser.add_argument("--no-warmup", action="store_true", help="do not count FLOPs in the background at start")
+    parser.add_argument("--cache-examples", default="auto", choices=["auto", "on", "off"],
+                        help="generate the examples' comparisons before serving, so clicking one shows its videos "
+                             "at once (auto: on in a Hugging Face Space, where SPACE_ID is set; off locally)")
     return parser.parse_args(argv)
 
 
@@ -39,6 +42,16 @@ def main(argv: list[str] | None = None) -> None:
                          placeholder_scale=args.placeholder_scale, warm_flops=not args.no_warmup)
     except CheckpointsError as err:
         raise SystemExit(f"app.py: cannot use --checkpoints: {err}") from None
+    if args.cache_examples == "on" or (args.cache_examples == "auto" and os.environ.get("SPACE_ID")):
+        import time
+
+        from app.tab_compare import warm_examples
+
+        start = time.perf_counter()
+        done = warm_examples(demo.mvd_context)
+        print(f"app.py: cached {len(done['examples'])} example comparison(s) ({', '.join(done['stages'])}, seed "
+              f"{done['seed']}) in {done['seconds']:.0f} s; ready {time.perf_counter() - start:.0f} s after the UI "
+              "was built", flush=True)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share,
                 **launch_kwargs(demo.mvd_context.out_dir))
 

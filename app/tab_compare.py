@@ -20,10 +20,12 @@ from explorer.app_support import (
     MAX_STAGES,
     MAX_STEPS,
     NOT_FINETUNED,
+    CheckedImage,
     Common,
     RequestCancelled,
     StageOutcome,
     StageRequest,
+    cached_outcome,
     check_image,
     compose,
     default_kept,
@@ -278,11 +280,12 @@ def preview(ctx: AppContext, image: Any, stages: list[str] | None) -> tuple[list
     return items, text
 
 
-def compare_impl(
+def compare_requests(
     ctx: AppContext, image: Any, stages: Any, table: Any, seed: Any, randomize: Any, motion: Any, fps: Any,
-    noise: Any, zs_n: Any, zs_heuristic: Any, zs_r: Any, progress: Any = None,
-) -> Iterator[tuple[Any, ...]]:
-    """Generate every selected stage (streaming a per-stage progress board), then compose the comparison."""
+    noise: Any, zs_n: Any, zs_heuristic: Any, zs_r: Any,
+) -> tuple[CheckedImage, list[str], list[StageRequest], Common]:
+    """The Compare tab's inputs validated into (image, stage keys in path order, one request per stage, the shared
+    settings); a ``gr.Error`` says what is wrong."""
     try:
         checked = check_image(image, ctx.upload_roots)
     except ImageInputError as exc:
@@ -332,7 +335,16 @@ def compare_impl(
         elif key == "base/funnels-zs":
             params = {"r": zs["r"]}
         requests.append(StageRequest(key, o.get("steps"), o.get("min_guidance"), o.get("max_guidance"), params))
+    return checked, keys, requests, common
 
+
+def compare_impl(
+    ctx: AppContext, image: Any, stages: Any, table: Any, seed: Any, randomize: Any, motion: Any, fps: Any,
+    noise: Any, zs_n: Any, zs_heuristic: Any, zs_r: Any, progress: Any = None,
+) -> Iterator[tuple[Any, ...]]:
+    """Generate every selected stage (streaming a per-stage progress board), then compose the comparison."""
+    checked, keys, requests, common = compare_requests(ctx, image, stages, table, seed, randomize, motion, fps,
+                                                       noise, zs_n, zs_heuristic, zs_r)
     events: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
     board: dict[str, dict[str, Any]] = {r.key: {"state": "queued", "text": "queued" + _estimate(ctx, r), "done": 0,
                                                 "total": r.steps or 1} for r in requests}
@@ -413,6 +425,36 @@ def compare_impl(
 
     yield (_board(keys, board, header + " · finished"), sbs, grid, sbs, grid, pd.DataFrame(rows, columns=headers),
            summary, common.seed, state)
+
+
+def example_is_cached(ctx: AppContext, *inputs: Any) -> bool:
+    """Whether every stage of this comparison (the Compare tab's inputs, without ``progress``) is in the result
+    cache, so that showing it costs nothing."""
+    try:
+        checked, _, requests, common = compare_requests(ctx, *inputs)
+    except gr.Error:
+        return False
+    if bool(inputs[4]):  # randomise seed: a new seed is never cached
+        return False
+    return all(cached_outcome(ctx.catalog, ctx.results, checked, r, common) is not None for r in requests)
+
+
+def warm_examples(ctx: AppContext, seed: int = 0, table: Any = None) -> dict[str, Any]:
+    """Generate each example's comparison as the tab opens (its default stages, their default settings -- or
+    ``table`` --, the default shared settings and seed), so that clicking an example shows its videos at once.
+    Returns what was done and how long it took (the app prints it; the README states it)."""
+    keys = [k for k in DEFAULT_STAGES if k in ctx.catalog.entries]
+    table = table or {"headers": TABLE_HEADERS, "data": table_rows(ctx, keys)}
+    t0 = time.perf_counter()
+    done = []
+    for name, path in ctx.examples:
+        if ctx.stop.is_set():
+            break
+        for _ in compare_impl(ctx, {"path": path}, keys, table, seed, False, 127, 7, 0.02, None, "blend", 0.5):
+            pass
+        if example_is_cached(ctx, {"path": path}, keys, table, seed, False, 127, 7, 0.02, None, "blend", 0.5):
+            done.append(name)
+    return {"examples": done, "stages": keys, "seed": seed, "seconds": round(time.perf_counter() - t0, 1)}
 
 
 def _remember_timing(ctx: AppContext, key: str, out: StageOutcome) -> None:
@@ -506,10 +548,13 @@ def build(ctx: AppContext) -> dict[str, Any]:
         with gr.Column(scale=5, min_width=360):
             image = gr.Image(label="Conditioning image", type="filepath", sources=["upload", "clipboard"],
                              height=250, elem_id="mvd-image")
+            examples = None
             if ctx.examples:
-                gr.Examples(examples=[[p] for _, p in ctx.examples], inputs=[image],
-                            example_labels=[n for n, _ in ctx.examples],
-                            label="Examples: held-out TEST photographs (scikit-image; never used for training)")
+                examples = gr.Examples(
+                    examples=[[p] for _, p in ctx.examples], inputs=[image],
+                    example_labels=[n for n, _ in ctx.examples],
+                    label="Examples: held-out TEST photographs (scikit-image; never used for training) -- "
+                          "cached ones show their videos at once")
             stages = gr.CheckboxGroup(choices=choices, value=default, label="Stages to compare",
                                       info="The compression path in order; --base variants at the end.",
                                       elem_id="mvd-stages")
@@ -611,13 +656,31 @@ def build(ctx: AppContext) -> dict[str, Any]:
         yield from compare_impl(ctx, image, stages, settings, seed, randomize_seed, motion_bucket_id, fps,
                                 noise_aug_strength, prune_n, prune_heuristic, fun_factor, progress)
 
+    compare_inputs = [image, stages, table, seed, randomize, motion, fps, noise, zs_n, zs_heuristic, zs_r]
+    compare_outputs = [board, sbs, grid, dl_mp4, dl_png, stats, summary, seed_used, state]
+
+    def on_example(*inputs: Any) -> Iterator[tuple[Any, ...]]:
+        """A clicked example: its comparison at once when it is cached (warmed at start-up), else nothing more
+        than the image (Generate runs it)."""
+        if example_is_cached(ctx, *inputs):
+            yield from compare_impl(ctx, *inputs)
+        else:
+            yield tuple(gr.skip() for _ in compare_outputs)
+
+    if examples is not None and getattr(examples, "load_input_event", None) is not None:
+        shown = examples.load_input_event.then(on_example, compare_inputs, compare_outputs, preprocess=False,
+                                               api_visibility="private", concurrency_id="gpu",
+                                               concurrency_limit=1)
+    else:
+        shown = None
+
     ev = go_btn.click(
-        on_compare, [image, stages, table, seed, randomize, motion, fps, noise, zs_n, zs_heuristic, zs_r],
-        [board, sbs, grid, dl_mp4, dl_png, stats, summary, seed_used, state], api_name="compare",
+        on_compare, compare_inputs, compare_outputs, api_name="compare",
         preprocess=False, concurrency_id="gpu", concurrency_limit=1, show_progress_on=[board],
     )
-    ev.then(fill_cards, [state], cards, api_visibility="private", queue=False).then(
-        None, None, None, js=SYNC_JS, api_visibility="private")
+    for event in (ev, shown) if shown is not None else (ev,):
+        event.then(fill_cards, [state], cards, api_visibility="private", queue=False).then(
+            None, None, None, js=SYNC_JS, api_visibility="private")
     sync.click(None, None, None, js=SYNC_JS, api_visibility="private")
     return {"image": image, "seed": seed, "motion": motion, "fps": fps, "noise": noise, "stages": stages,
             "table": table}

@@ -133,6 +133,30 @@ class WorkLock:
         self._lock = threading.RLock()
         self._waiting = 0
         self._cond = threading.Condition()
+        self._interactive = 0  # quick interactive work in flight elsewhere (FLOP counts in their own process)
+
+    @contextmanager
+    def interactive(self) -> Iterator[None]:
+        """Mark a short interactive job (a FLOP count) as running: generations pause at their next denoising
+        step until it ends (``yield_to_interactive``), so that on a small CPU the count gets the cores and
+        answers in seconds instead of sharing them with a 50-step run."""
+        with self._cond:
+            self._interactive += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._interactive -= 1
+                self._cond.notify_all()
+
+    def yield_to_interactive(self, max_wait: float = 20.0) -> float:
+        """Called by a generation between denoising steps: wait (at most ``max_wait`` s) while interactive work
+        runs; returns the seconds waited."""
+        start = time.perf_counter()
+        with self._cond:
+            while self._interactive and time.perf_counter() - start < max_wait:
+                self._cond.wait(timeout=0.25)
+        return time.perf_counter() - start
 
     @contextmanager
     def foreground(self) -> Iterator[None]:
@@ -586,6 +610,10 @@ class StageCatalog:
             self._evict_full()
             return pipe, e.record
 
+    def is_loaded(self, key: str) -> bool:
+        """Whether the entry's pipeline is in memory (``pipeline`` would return at once)."""
+        return key in self._pipes
+
     def _evict_full(self) -> None:
         full = [k for k in self._pipes if self.entries.get(k) is not None and self.entries[k].scale == "full"]
         while len(full) > self.max_full:
@@ -931,7 +959,10 @@ class FlopsService:
                 self.isolated = False
             else:
                 try:
-                    return future.result()  # the counting function's own errors arrive here unchanged
+                    if background:
+                        return future.result()  # the counting function's own errors arrive here unchanged
+                    with self.work.interactive():  # a user waits: running generations pause a step for it
+                        return future.result()
                 except BrokenProcessPool:
                     self.isolated = False  # the process died: count in this one from now on
         with self.work.background() if background else self.work.foreground():
@@ -1194,6 +1225,34 @@ def validate_common(common: Common) -> Common:
     return common
 
 
+def _outcome_key(cache: ResultCache, e: Entry, record: Any, checked: CheckedImage, req: StageRequest,
+                 settings: dict[str, Any]) -> str:
+    identity = identity_of(e, record) + ("|" + json.dumps(req.params, sort_keys=True) if req.params else "")
+    return cache.key(identity, checked.digest, settings)
+
+
+def cached_outcome(catalog: StageCatalog, cache: ResultCache, checked: CheckedImage, req: StageRequest,
+                   common: Common) -> StageOutcome | None:
+    """What ``run_stage`` would return from the cache for these inputs, or None -- without loading a model or
+    generating anything (so the app can show a cached example at once and leave the rest to Generate)."""
+    try:
+        e = catalog.entry(req.key)
+    except KeyError:
+        return None
+    if e.key.startswith("base/") or not catalog.is_loaded(e.key):
+        return None
+    try:
+        settings = stage_settings(e.record, req, common)
+    except ValueError:
+        return None
+    hit = cache.get(_outcome_key(cache, e, e.record, checked, req, settings))
+    if hit is None:
+        return None
+    out = copy.copy(hit)
+    out.status = "cached"
+    return out
+
+
 def run_stage(
     catalog: StageCatalog,
     flops: FlopsService,
@@ -1221,22 +1280,28 @@ def run_stage(
         settings = stage_settings(record, req, common)
     except ValueError as exc:
         return StageOutcome(e.key, label, e.kind, note, "failed", reason=str(exc))
-    identity = identity_of(e, record) + ("|" + json.dumps(req.params, sort_keys=True) if req.params else "")
-    ckey = cache.key(identity, checked.digest, settings)
+    ckey = _outcome_key(cache, e, record, checked, req, settings)
     hit = cache.get(ckey)
     if hit is not None:
         out = copy.copy(hit)
         out.status = "cached"
         return out
     runner = generate_fn or generate
+    work = catalog.work
+
+    def step_done(done: int, total: int) -> None:
+        work.yield_to_interactive()  # a FLOP count someone waits for gets the cores first
+        progress(done, total)  # type: ignore[misc]
+
     try:
-        with catalog.work.foreground():
+        with work.foreground():
             result = runner(
                 pipe, checked.image, width=settings["width"], height=settings["height"],
                 num_frames=settings["num_frames"], steps=settings["steps"], min_guidance=settings["min_guidance"],
                 max_guidance=settings["max_guidance"], seed=settings["seed"],
                 motion_bucket_id=settings["motion_bucket_id"], fps=settings["fps"],
-                noise_aug_strength=settings["noise_aug_strength"], progress=progress,
+                noise_aug_strength=settings["noise_aug_strength"],
+                progress=step_done if progress is not None else None,  # None: ZeroGPU runs it in another process
             )
     except RequestCancelled:
         raise

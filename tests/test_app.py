@@ -616,6 +616,35 @@ def test_flop_counting_does_not_wait_for_a_running_generation(tmp_path: Path) ->
         service.close()
 
 
+def test_a_generation_pauses_its_steps_while_someone_waits_for_a_flop_count() -> None:
+    """Issue 15 bug 4 on a 2-core CPU: the count had its own process but shared the cores with a 50-step run
+    (11 s instead of ~2). A generation now waits between denoising steps while an interactive count runs."""
+    import threading
+
+    work = S.WorkLock()
+    steps: list[tuple[float, bool]] = []  # (time, whether a count was running) at each step
+    counting = threading.Event()
+
+    def generation() -> None:
+        with work.foreground():
+            for _ in range(40):
+                work.yield_to_interactive()
+                steps.append((time.perf_counter(), counting.is_set()))
+                time.sleep(0.01)
+
+    with work.interactive():
+        counting.set()
+        t = threading.Thread(target=generation, daemon=True)
+        t.start()
+        time.sleep(0.6)
+        assert not steps, "the generation stepped while a count was running"
+        counting.clear()
+    t.join(10)
+    assert len(steps) == 40 and not any(during for _, during in steps)
+    # without a count nothing waits
+    assert work.yield_to_interactive() < 0.05
+
+
 def test_board_says_queued_behind_another_run(ctx: AppContext, photo: str) -> None:
     """Issue 15: a second tab's board said "svd: loading model" while it waited for another run's lock."""
     import threading
@@ -673,3 +702,31 @@ def test_latency_and_ablation_plots_read_as_they_should() -> None:
     bars = plots.ablation_bars("Table 5", recs)
     lo, hi = bars.layout.yaxis2.range
     assert 15 < lo < 20.1 and hi > 20.5
+
+
+def test_examples_are_cached_at_start_up_and_shown_at_once(tmp_path: Path) -> None:
+    """issue 17: ``warm_examples`` generates each example's default comparison; clicking that example then costs
+    nothing (every stage served from the cache), while other settings are left to Generate."""
+    c = AppContext.create(tmp_path / "empty", placeholders="auto", placeholder_scale="micro")
+    try:
+        c.examples = c.examples[:1]
+        name, path = c.examples[0]
+        keys = [k for k in tab_compare.DEFAULT_STAGES if k in c.catalog.entries]
+        rows = tab_compare.table_rows(c, keys)
+        for row in rows:
+            row[1] = 1  # one step each: the default 50 are the app's business, not this test's
+        table = {"headers": tab_compare.TABLE_HEADERS, "data": rows}
+        inputs = ({"path": path}, keys, table, 0, False, 127, 7, 0.02, None, "blend", 0.5)
+        assert not tab_compare.example_is_cached(c, *inputs)
+        done = tab_compare.warm_examples(c, table=table)
+        assert done["examples"] == [name] and done["stages"] == keys and done["seconds"] > 0
+        assert tab_compare.example_is_cached(c, *inputs)
+        *_, last = tab_compare.compare_impl(c, *inputs)
+        assert [o["status"] for o in last[-1]["outcomes"]] == ["cached"] * len(keys)
+        assert all(Path(o["video"]).is_file() for o in last[-1]["outcomes"])
+        other_seed = (inputs[0], keys, table, 1, *inputs[4:])
+        assert not tab_compare.example_is_cached(c, *other_seed)
+        randomised = (*inputs[:4], True, *inputs[5:])
+        assert not tab_compare.example_is_cached(c, *randomised)
+    finally:
+        c.close()

@@ -129,3 +129,10 @@ def test_block_costs_are_additive() -> None:
     floor, costs = flops.temporal_block_costs("temporal-pruning", "tiny", r.width, r.height, r.frames)
     assert len(costs) == 33 and all(c > 0 for c in costs)
     assert floor + sum(costs[i] for i in r.kept_blocks) == pytest.approx(r.tflops * 1e12, rel=1e-9)
+    # the floor is derived (all kept less every block); counting the all-pruned model gives the same number
+    from explorer.architecture import build_stage_unet
+
+    for slug in ("temporal-pruning", "channel-funnels"):
+        floor, _ = flops.temporal_block_costs(slug, "tiny", r.width, r.height, r.frames)
+        none, _ = build_stage_unet(slug, "tiny", device="meta", kept_blocks=[])
+        assert flops.unet_flops(none, r.width, r.height, r.frames, "tiny").flops == floor
