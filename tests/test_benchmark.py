@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -72,3 +74,31 @@ def test_cuda_request_without_cuda_is_a_message(capsys: pytest.CaptureFixture[st
         pytest.skip("this machine has CUDA")
     assert bench.main(["--device", "cuda", "--no-write"]) == 2
     assert "CUDA is not available" in capsys.readouterr().err
+
+
+def _gpu_run(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env.pop("OUT", None)
+    return subprocess.run(["bash", str(ROOT / "scripts" / "gpu_run.sh"), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_prepared_gpu_run_handles_arguments_and_writes_records(tmp_path: Path) -> None:
+    """scripts/gpu_run.sh (issue 16) on the CPU at the micro scale: one phase per mode, records written where asked
+    and copied to --out, bad arguments refused with status 2, a phase the budget cannot hold skipped."""
+    records, out = tmp_path / "r.json", tmp_path / "out"
+    done = _gpu_run("--skip-install", "--device", "cpu", "--scale", "micro", "--dtype", "fp32", "--modes", "eager",
+                    "--records", str(records), "--out", str(out), "--warmup", "0", "--runs", "1", "--phase-s", "1",
+                    "--", "--size", "32x32", "--frames", "4", "--stages", "mobilevd", tmp_path=tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    recs = lat.read_records(records)
+    assert [r.stage for r in recs] == ["svd-512", "channel-funnels"] and all(r.status == "passed" for r in recs)
+    assert all("scripts/gpu_run.sh phase eager" in r.notes for r in recs)
+    assert (out / "r.json").read_text() == records.read_text()
+    for bad in (["--runs", "x"], ["--modes", "eager,turbo"], ["--scale", "huge"], ["--frobnicate"]):
+        res = _gpu_run("--skip-install", *bad, tmp_path=tmp_path)
+        assert res.returncode == 2 and "gpu_run.sh:" in res.stderr, (bad, res.stderr)
+    skipped = _gpu_run("--skip-install", "--device", "cpu", "--scale", "micro", "--modes", "eager", "--records",
+                       str(tmp_path / "none.json"), "--budget-s", "10", "--phase-s", "100", tmp_path=tmp_path)
+    assert skipped.returncode == 0 and "skipping phase 'eager'" in skipped.stdout
+    assert not (tmp_path / "none.json").exists()
