@@ -12,6 +12,7 @@ from app import plots
 from app.context import AppContext
 from app.gpu import generate_on_device
 from app.tab_compare import card_html
+from explorer import stages as registry
 from explorer.app_support import (
     MEASURED,
     Common,
@@ -116,25 +117,34 @@ def slider_view(ctx: AppContext, n: int) -> tuple[Any, Any, str]:
     kept = sorted(view["order"][:n])
     full, full_costs, in_full, full_missing = _costs_on(ctx, layout, "full")
     tiny, tiny_costs, _, tiny_missing = _costs_on(ctx, layout, "tiny")
-    tf_full = (full["floor"] + sum(full_costs[i] for i in kept)) / 1e12
+    tf_mapped = (full["floor"] + sum(full_costs[i] for i in kept)) / 1e12
     tf_tiny = (tiny["floor"] + sum(tiny_costs[i] for i in kept)) / 1e12
-    n_full = sum(1 for i in kept if in_full[i])
-    srt = sorted(full["costs"])
-    lo = (full["floor"] + sum(srt[:n_full])) / 1e12
-    hi = (full["floor"] + sum(srt[len(srt) - n_full:])) / 1e12 if n_full else full["floor"] / 1e12
+    n_mapped = sum(1 for i in kept if in_full[i])
     n_svd = len(full["costs"])
+    # The one rule of the cards, the FLOPs tab and the README (transforms_for_scale): on a UNet with another block
+    # count, a pruned model keeps the documented default blocks for its pruned fraction -- the stage's own
+    # fraction when n is the stage's default, so that the trained stage reads the same number everywhere.
+    fraction = pruned_fraction() if n == default_kept(total) else 1 - n / total
+    n_rule = registry.kept_count(n_svd, fraction) if total != n_svd else n
+    rule_blocks = _structural("full")[:n_rule] if total != n_svd else [i for i in kept if in_full[i]]
+    tf_full = (full["floor"] + sum(full["costs"][j] for j in rule_blocks)) / 1e12
+    srt = sorted(full["costs"])
+    lo = (full["floor"] + sum(srt[:n_rule])) / 1e12
+    hi = (full["floor"] + sum(srt[len(srt) - n_rule:])) / 1e12 if n_rule else full["floor"] / 1e12
     structure = plots.gates_structure(layout, view["score"], kept, view["name"], view["source"].split(" (")[0],
                                       full_costs)
     curve = plots.prune_curve(full["floor"], full_costs, view["order"], n,
                               "trained importances" if view["trained"] else "structural heuristic",
                               paper=total == n_svd)
     scale = view["scale"] or "custom"
-    mapped = (f"; the same blocks by module path, full SVD's other {full_missing} temporal blocks counted as pruned"
-              if full_missing else "")
+    rule = (f"the documented default {n_rule} of {n_svd} blocks for {100 * fraction:.0f}% pruned, as on the cards "
+            f"and the FLOPs tab; any {n_rule}: {lo:.3f}-{hi:.3f}; these {n} blocks mapped onto full SVD by module "
+            f"path instead ({n_mapped} exist there, the other {full_missing} counted as pruned): {tf_mapped:.3f}"
+            if total != n_svd else f"any {n_rule} of {n_svd} blocks: {lo:.3f}-{hi:.3f}")
     tiny_note = f" ({tiny_missing} of its blocks absent here, counted as pruned)" if tiny_missing else ""
     text = (f"**Keep {n} of {total} temporal blocks** of the {scale} UNet ({100 * (1 - n / total):.0f}% pruned) → "
             f"**{tf_full:.3f} TFLOPs per NFE** at full scale, {full['width']}x{full['height']}x{full['frames']} "
-            f"(any {n_full} of {n_svd} blocks: {lo:.3f}-{hi:.3f}{mapped}); tiny scale: {tf_tiny * 1e3:.3f} GFLOPs "
+            f"({rule}); tiny scale: {tf_tiny * 1e3:.3f} GFLOPs "
             f"per NFE{tiny_note}. <span class='mvd-src m'>measured here</span> additive per-block costs from the FLOP "
             f"counter. Default n = {default_kept(total)} ({100 * pruned_fraction():.0f}% of {total} pruned, as the "
             f"paper's 11 of 38). Ranking: {view['source']}.\n\nKept blocks: `{kept}`")

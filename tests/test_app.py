@@ -412,6 +412,9 @@ def test_tiny_gates_use_the_tiny_layout(tmp_path: Path) -> None:
         structure, curve, live = tab_gates.slider_view(c, 10)
         assert "Keep 10 of 33" in live and "of the tiny UNet" in live and "counted as pruned" in live
         assert "Default n = 10" in live and len(structure.data) > 0
+        # issue 15: the trained n reads the same full-scale number as the Compare card and the FLOPs tab (one rule)
+        card = c.flops.stage("temporal-pruning", "full")["tflops"]
+        assert f"**{card:.3f} TFLOPs per NFE** at full scale" in live and "default 11 of 38 blocks" in live
         assert not any(d.name == "paper (Table 6)" and len(d.x) for d in curve.data)  # paper rows are SVD's 38
     finally:
         c.close()
