@@ -140,7 +140,8 @@ class PatchVAE(ModelMixin, ConfigMixin):
 
     def encode_noise(self, noise: torch.Tensor) -> torch.Tensor:
         """The latent displacement of adding pixel ``noise``: ``encode(x + n) = encode(x) + encode_noise(n)``
-        exactly (the encoder is linear). For white noise this is white noise of the same std (W orthonormal)."""
+        exactly (the encoder is linear). For white noise this is white noise of the same std per channel (W
+        orthonormal), times the channel's scale when the channels were rescaled (``rescale_latent_channels``)."""
         return F.conv2d(noise, self.encoder.weight, None, stride=self.config.patch_size)
 
     def linear_decode(self, z: torch.Tensor) -> torch.Tensor:
@@ -205,6 +206,33 @@ def build_patch_vae(config: dict[str, Any], photos: list[torch.Tensor] | None = 
         basis, mean, _ = fit_pca(photos, vae.config.patch_size, vae.config.latent_channels)
         vae.set_projection(basis, mean)
     return vae
+
+
+@torch.no_grad()
+def rescale_latent_channels(vae: PatchVAE, scales: torch.Tensor) -> PatchVAE:
+    """Multiply latent channel ``c`` by ``scales[c]`` without changing any decoded image (in place).
+
+    The encoder's rows are scaled by ``scales`` and the decoder's input layers (the linear decoder and
+    ``decoder_in``) by ``1 / scales``, so ``decode(encode(x))`` is unchanged up to float rounding, and
+    ``encode_noise`` follows (noise augmentation stays exact). Why: PCA channels differ ~700x in variance,
+    so under one noise level the fine-detail channels are drowned first and weigh almost nothing in the
+    denoising loss; ``whitening_scales`` equalises them.
+    """
+    scales = scales.to(vae.encoder.weight.dtype).flatten()
+    if scales.numel() != vae.config.latent_channels or not bool((scales > 0).all()):
+        raise ValueError(f"need {vae.config.latent_channels} positive scales, got {scales.tolist()}")
+    vae.encoder.weight.mul_(scales.view(-1, 1, 1, 1))
+    vae.encoder.bias.mul_(scales)
+    vae.linear_decoder.weight.div_(scales.view(1, -1, 1, 1))
+    vae.decoder_in.weight.div_(scales.view(1, -1, 1, 1))
+    return vae
+
+
+def whitening_scales(variances: torch.Tensor) -> torch.Tensor:
+    """Per-channel scales that give every latent channel the same variance while keeping the mean variance
+    (so the VAE's ``scaling_factor`` stays right): ``sqrt(mean(v) / v)``."""
+    v = variances.double().flatten()
+    return (v.mean() / v).sqrt().float()
 
 
 # ------------------------------------------------------------------------------------------------ loading
