@@ -1,4 +1,4 @@
-"""The Gradio interface: six tabs (Compare, FLOPs, Temporal gates, Funnels, Trade-off, Latency).
+"""The Gradio interface: seven tabs (Compare, FLOPs, Temporal gates, Funnels, Trade-off, Ablations, Latency).
 
 No model logic lives here: every number comes from explorer/ (mostly through explorer.app_support). Startup only
 discovers stages (JSON files); models load in a background thread and FLOPs are counted in another, so the page is

@@ -6,7 +6,7 @@ and scaled-dot-product attention (torch.utils.flop_counter's registry). Normalis
 element-wise ops are not counted; that is why full SVD counts 44.80 instead of the paper's 45.43 TFLOPs
 (-1.4%). Counting happens on the meta device: no weights, no memory, about a second at full scale.
 
-CLI (contract in DESIGN.md)::
+CLI::
 
     python -m explorer.flops --stage mobilevd --scale full --json
     python -m explorer.flops --all

@@ -37,7 +37,7 @@ PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "w8a16", "w8a8", "int8", 
 SOURCE_PREFIXES: tuple[str, ...] = ("measured here", "paper", "estimate")
 BASELINE_STAGE = "svd-512"
 
-# What the paper says about its devices (PAPER.md §1): GPU model not stated, phone = Xiaomi 14 Pro.
+# What the paper says about its devices (docs/paper.md §1): GPU model not stated, phone = Xiaomi 14 Pro.
 PAPER_GPU_DEVICE = "GPU (model not stated by the paper; likely A100)"
 PAPER_PHONE_DEVICE = "Xiaomi 14 Pro"
 PAPER_PHONE_CHIPSET = "Snapdragon 8 Gen 3"

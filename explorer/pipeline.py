@@ -30,7 +30,7 @@ One-step sampling on ``EulerDiscreteScheduler`` (SVD config: Karras sigmas, sigm
 zero), so the single UNet evaluation happens at sigma_max with c_noise = 0.25 ln 700 = 1.638 and input scaling
 1/sqrt(700^2+1). The Euler step is ``x + (x - x0) / sigma * (0 - sigma) = x0``: the result is exactly the
 denoised prediction x0 = c_skip x + c_out F (v-prediction, c_skip = 1/(s^2+1), c_out = -s/sqrt(s^2+1)), up to
-float rounding. This is the adversarial stages' inference (PAPER.md: one evaluation at s_max). The initial latents
+float rounding. This is the adversarial stages' inference (docs/paper.md: one evaluation at s_max). The initial latents
 are unit noise times the scheduler's ``init_noise_sigma`` = sqrt(700^2+1) (diffusers' 'leading' spacing).
 """
 

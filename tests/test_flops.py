@@ -9,7 +9,7 @@ from torch import nn
 from explorer import flops
 from explorer.models import build_unet, unet_inputs
 
-# (stage, paper TFLOPs, tolerance): PAPER.md §1 / issue 2
+# (stage, paper TFLOPs, tolerance): docs/paper.md §1 / issue 2
 PAPER_TABLE = [
     ("svd", 45.43, 0.03),
     ("svd-512", 8.60, 0.03),

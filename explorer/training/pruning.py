@@ -1,4 +1,4 @@
-"""Temporal block pruning by learned gates (PAPER.md §3.4) and the L1-on-blend-weights baseline (Table 6).
+"""Temporal block pruning by learned gates (docs/paper.md §3) and the L1-on-blend-weights baseline (Table 6).
 
 Both pick ``n`` temporal blocks to keep, prune the rest, and are followed by a finetune of the pruned UNet.
 Shared by the path's `temporal-pruning` stage (explorer.training.path) and the ablations

@@ -1,4 +1,4 @@
-"""Optimized cross-attention (MobileVD, PAPER.md §3): exact rewrite of single-token cross-attention.
+"""Optimized cross-attention (MobileVD, docs/paper.md §3): exact rewrite of single-token cross-attention.
 
 SVD's cross-attention context is ONE token (the CLIP image embedding; for temporal blocks, the first frame's
 token per spatial position). A softmax over a single key is exactly 1, so every query receives the same value

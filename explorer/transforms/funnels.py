@@ -1,10 +1,10 @@
-"""Channel funnels with coupled singular initialisation (MobileVD, PAPER.md §3; Tables 4 and 5).
+"""Channel funnels with coupled singular initialisation (MobileVD, docs/paper.md §3; Tables 4 and 5).
 
 A funnel is a pair of trainable matrices inserted between two affine maps whose product is all that matters,
 narrowing the width between them by the fun-factor ``r``. During finetuning the funnels are separate
 parameters; :func:`merge_funnels` folds them into the neighbouring weights (plain narrower layers, no loss).
 
-Placement (project choices, PAPER.md [C]):
+Placement (project choices, docs/paper.md, "ours"):
 - every attention, per head, head dim ``d -> rd = round(r*d)``:
   * (W_q, W_k): the similarity of head h depends only on ``W_q_h^T W_k_h``; funnels ``F_q, F_k`` (rd x d) act
     after ``to_q``/``to_k``;

@@ -1,4 +1,4 @@
-"""Temporal (and spatial) multiscaling of the SVD UNet (MobileVD, PAPER.md §3, Table 3).
+"""Temporal (and spatial) multiscaling of the SVD UNet (MobileVD, docs/paper.md §3, Table 3).
 
 Temporal: right after the first down block the hidden state is down-sampled in time by ``temporal_factor``
 (average of consecutive frame groups; a shorter last group for counts that do not divide, e.g. 25 -> 13 at

@@ -1,4 +1,4 @@
-"""Temporal block gates and pruning (MobileVD, PAPER.md §3 "temporal block pruning", Table 6, Figure 4).
+"""Temporal block gates and pruning (MobileVD, docs/paper.md §3 "temporal block pruning", Table 6, Figure 4).
 
 Every temporal block of the SVD UNet is blended with its spatial branch by an ``AlphaBlender``:
 ``y = a*x_s + (1-a)*x_t``. Rewritten as a gated residual, ``y = x_s + z*(1-a)*(x_t - x_s)`` with a gate
