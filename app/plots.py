@@ -422,13 +422,19 @@ def tradeoff_project(rows: Sequence[dict[str, Any]], baselines: Sequence[dict[st
     order = {s: i for i, s in enumerate(registry.SLUGS)}
     pts.sort(key=lambda r: order.get(r["stage"], 99))
     fig = go.Figure()
-    fig.add_scatter(x=[p["x"] for p in pts], y=[p["fvd_proxy"] for p in pts], mode="lines+markers+text",
-                    text=[p["stage"] for p in pts], textposition="top center", line=dict(color="#E45756"),
-                    marker=dict(size=9), name="project path (measured here)",
-                    customdata=[[p.get("nfe"), p.get("tflops_nfe"), p.get("clips")] for p in pts],
-                    hovertemplate=("%{text}<br>FVD-proxy %{y:.3f} on %{customdata[2]} clips"
-                                   "<br>%{customdata[0]} NFE x %{customdata[1]:.4g} TFLOPs/NFE = %{x:.4g}"
-                                   "<extra>measured here: scripts/evaluate.py + explorer.flops</extra>"))
+    fig.add_scatter(x=[p["x"] for p in pts], y=[p["fvd_proxy"] for p in pts], mode="lines",
+                    line=dict(color="#E45756"), name="project path (measured here)", hoverinfo="skip")
+    # one numbered marker per stage, named in the legend: the one-step stages sit within a few percent of each
+    # other in both coordinates, so text labels beside the points printed over each other
+    for i, p in enumerate(pts):
+        fig.add_scatter(x=[p["x"]], y=[p["fvd_proxy"]], mode="markers+text", text=[str(i + 1)],
+                        textposition="middle center", textfont=dict(size=10, color="white"),
+                        marker=dict(size=17, color="#E45756", line=dict(color="white", width=1)),
+                        name=f"{i + 1} {p['stage']}",
+                        customdata=[[p["stage"], p.get("nfe"), p.get("tflops_nfe"), p.get("clips")]],
+                        hovertemplate=("%{customdata[0]}<br>FVD-proxy %{y:.3f} on %{customdata[3]} clips"
+                                       "<br>%{customdata[1]} NFE x %{customdata[2]:.4g} TFLOPs/NFE = %{x:.4g}"
+                                       "<extra>measured here: scripts/evaluate.py + explorer.flops</extra>"))
     # labels alternate sides so that baselines with close values do not print over each other
     positions = ("top right", "bottom right", "top left", "bottom left")
     for i, b in enumerate(sorted(baselines, key=lambda b: b["fvd_proxy"])):
@@ -438,7 +444,7 @@ def tradeoff_project(rows: Sequence[dict[str, Any]], baselines: Sequence[dict[st
     fig.update_xaxes(title=f"TFLOPs per clip ({scale}; NFE x per-NFE, CFG counted)",
                      **_log_axis([p["x"] for p in pts], 1.6))
     fig.update_yaxes(title="FVD-proxy (project metric, NOT FVD) — lower is better")
-    return _layout(fig, "Project: measured quality vs cost (tiny models)", height=500, legend_y=-0.16)
+    return _layout(fig, "Project: measured quality vs cost (tiny models)", height=560, legend_y=-0.2, bottom=150)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -385,6 +385,8 @@ def test_trained_gates_and_measured_points_are_shown(tmp_path: Path) -> None:
         assert pts[0]["x"] == pytest.approx(4 * pts[0]["tflops_nfe"]) and base[0]["stage"] == "baseline-static"
         fig = plots.tradeoff_project(pts, base, scale)
         assert fig.data and any(r[1] == "project (tiny)" for r in tab_tradeoff.table(pts))
+        # numbered markers named in the legend (stage names printed beside close points overlapped)
+        assert [t.name for t in fig.data[1:]] == ["1 svd-512"] and list(fig.data[1].text) == ["1"]
         labels = sorted(a.text for a in fig.layout.annotations)
         assert labels == ["baseline-static (128x64)", "baseline-untrained (256x144)"]  # was "(NonexNone)"
         assert len({a.yanchor for a in fig.layout.annotations} | {a.xanchor for a in fig.layout.annotations}) > 2
