@@ -44,7 +44,8 @@ def build(ctx: AppContext) -> dict[str, Any]:
     choice = gr.Radio(list(ABLATION_TABLES), value="Table 3", label="table")
     note = gr.Markdown()
     plot = gr.Plot(label="ablation", elem_id="mvd-ablation-plot")
-    widths = ["22%"] + [f"{78 / (len(HEADERS) - 1):.1f}%"] * (len(HEADERS) - 1)  # headers never one letter a line
+    # headers never one letter a line, and the source column wide enough not to make every row ten lines tall
+    widths = ["17%"] + [f"{57 / (len(HEADERS) - 2):.1f}%"] * (len(HEADERS) - 2) + ["26%"]
     grid = gr.Dataframe(headers=HEADERS, interactive=False, wrap=True, label="rows and their sources",
                         max_height=1600, column_widths=widths)
 
