@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 from explorer import stages as registry
-from explorer.pipeline import training_summary
+from explorer.pipeline import HubDownloadError, download_snapshot, is_hub_id, training_summary
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 CARD_TAGS: tuple[str, ...] = ("mobilevd", "stable-video-diffusion", "image-to-video", "video-diffusion",
                               "model-compression", "tiny")
 # Files a checkpoints repo holds (and the patterns fetched): configs, records, safetensors weights, the card.
@@ -29,10 +27,6 @@ UPLOAD_PATTERNS: tuple[str, ...] = ("*.json", "*.safetensors", "README.md")
 
 class CheckpointsError(ValueError):
     """A ``--checkpoints`` value that is neither a local folder nor a reachable hub repo."""
-
-
-def is_hub_id(text: str) -> bool:
-    return bool(_HUB_ID.match(text)) and not text.startswith((".", "/", "~"))
 
 
 def resolve_checkpoints(spec: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None,
@@ -45,17 +39,10 @@ def resolve_checkpoints(spec: str | os.PathLike[str], cache_dir: str | os.PathLi
     text = str(spec)
     if path.is_dir() or not is_hub_id(text) or path.parent.is_dir():
         return path
-    offline = bool(local_files_only) or os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes")
-    cache_dir = cache_dir or os.environ.get("HF_HUB_CACHE") or None  # read now, not at huggingface_hub's import
     try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(text, revision=revision, cache_dir=cache_dir, local_files_only=offline,
-                                      allow_patterns=list(UPLOAD_PATTERNS)))
-    except Exception as exc:  # network, auth, missing repo, offline without a cache entry
-        mode = "offline (local cache only)" if offline else "online"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointsError(f"cannot get hub repo {text!r} {mode}: {first}") from exc
+        return download_snapshot(text, UPLOAD_PATTERNS, revision, cache_dir, local_files_only)
+    except HubDownloadError as exc:
+        raise CheckpointsError(str(exc)) from exc
 
 
 # ---------------------------------------------------------------------------------------------- model card

@@ -533,6 +533,33 @@ def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def is_hub_id(text: str) -> bool:
+    """Whether ``text`` reads as a hub repo id ``OWNER/NAME`` (not a relative or absolute path)."""
+    return bool(_HUB_ID.match(text)) and not text.startswith((".", "/", "~"))
+
+
+class HubDownloadError(RuntimeError):
+    """A hub repo that could not be fetched (network, auth, missing repo, offline without a cache entry)."""
+
+
+def download_snapshot(repo_id: str, allow_patterns: Sequence[str], revision: str | None = None,
+                      cache_dir: str | os.PathLike[str] | None = None, local_files_only: bool | None = None) -> Path:
+    """The local snapshot of hub repo ``repo_id`` (``huggingface_hub.snapshot_download``), the one place the project
+    downloads: ``HF_HUB_OFFLINE`` (or ``local_files_only``) means the cache only, and ``HF_HUB_CACHE`` is read at
+    call time, not when huggingface_hub was imported. Raises ``HubDownloadError`` with a one-line reason."""
+    offline = bool(local_files_only) or _truthy(os.environ.get("HF_HUB_OFFLINE"))
+    cache_dir = cache_dir or os.environ.get("HF_HUB_CACHE") or None
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, local_files_only=offline,
+                                      allow_patterns=list(allow_patterns)))
+    except Exception as exc:  # noqa: BLE001 - every failure becomes the same kind of readable reason
+        mode = "offline (local cache only)" if offline else "online"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise HubDownloadError(f"cannot get hub repo {repo_id!r} {mode}: {first}") from exc
+
+
 def hub_allow_patterns(variant: str | None = None) -> list[str]:
     """Files fetched from a hub repo: JSON configs, text, and the component weights in safetensors only.
 
@@ -563,23 +590,12 @@ def _resolve_source(
     else:
         text = str(source)
         local_parent = path.parent != Path(".") and path.parent.is_dir()  # e.g. checkpoints/typo
-        if local_parent or not _HUB_ID.match(text) or text.startswith((".", "/", "~")):
+        if local_parent or not is_hub_id(text):
             raise StageLoadError(f"stage folder not found: {path} (and {text!r} is not a hub repo id)")
-        offline = bool(local_files_only) or _truthy(os.environ.get("HF_HUB_OFFLINE"))
         try:
-            from huggingface_hub import snapshot_download
-
-            snapshot = snapshot_download(
-                text,
-                revision=revision,
-                cache_dir=cache_dir,
-                local_files_only=offline,
-                allow_patterns=hub_allow_patterns(variant),
-            )
-        except Exception as exc:
-            mode = "offline (local cache only)" if offline else "online"
-            raise StageLoadError(f"cannot get hub repo {text!r} {mode}: {exc}") from exc
-        base = Path(snapshot)
+            base = download_snapshot(text, hub_allow_patterns(variant), revision, cache_dir, local_files_only)
+        except HubDownloadError as exc:
+            raise StageLoadError(str(exc)) from exc
         folder = base / subfolder if subfolder else base
         default_root = base
     if not folder.is_dir():
