@@ -33,6 +33,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from explorer.metrics import frechet_distance_features, to_unit_tensor
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DIR = ROOT / "checkpoints" / "fvd_proxy"
 WEIGHTS_FILE = "model.safetensors"
@@ -145,32 +147,6 @@ class ProxyNet(nn.Module):
 
 # ------------------------------------------------------------------------------------------------------------
 # Input preparation
-
-
-def to_unit_tensor(videos: Any) -> torch.Tensor:
-    """Videos as float (N, F, 3, H, W) in [-1, 1].
-
-    Accepts uint8 arrays/tensors (N, F, H, W, 3) as ``generate`` returns them (or a single clip (F, H, W, 3)),
-    float tensors (N, F, 3, H, W) / (F, 3, H, W) already in [-1, 1] as ``explorer.data`` renders them, or a list of
-    either. Why both: real clips come from the renderer, generated ones from the pipeline as 8-bit frames.
-    """
-    if isinstance(videos, (list, tuple)):
-        return torch.cat([to_unit_tensor(v) for v in videos], dim=0)
-    if isinstance(videos, np.ndarray):
-        videos = torch.from_numpy(np.ascontiguousarray(videos))
-    if not isinstance(videos, torch.Tensor):
-        raise TypeError(f"unsupported video type {type(videos).__name__}")
-    if videos.dtype == torch.uint8:
-        if videos.ndim == 4:
-            videos = videos[None]
-        if videos.ndim != 5 or videos.shape[-1] != 3:
-            raise ValueError(f"uint8 videos must be (N, F, H, W, 3), got {tuple(videos.shape)}")
-        return videos.permute(0, 1, 4, 2, 3).float().div(127.5).sub(1.0)
-    if videos.ndim == 4:
-        videos = videos[None]
-    if videos.ndim != 5 or videos.shape[2] != 3:
-        raise ValueError(f"float videos must be (N, F, 3, H, W) in [-1, 1], got {tuple(videos.shape)}")
-    return videos.float()
 
 
 def resize_cover(frames: torch.Tensor, width: int, height: int) -> torch.Tensor:
@@ -344,7 +320,6 @@ def load_proxy(directory: str | Path = DEFAULT_DIR) -> FVDProxy:
 
 def fvd_proxy(real: Any, generated: Any, proxy: FVDProxy | None = None, eps: float = 1e-6) -> float:
     """FVD-proxy between two sets of videos: Fréchet distance of Gaussians fit to their proxy features."""
-    from explorer.metrics import frechet_distance_features
 
     proxy = proxy or load_proxy()
     return frechet_distance_features(proxy.features(real), proxy.features(generated), eps=eps)

@@ -338,6 +338,32 @@ I3D_KWARGS: dict[str, bool] = {"rescale": False, "resize": False, "return_featur
 I3D_SIZE = 224
 
 
+def to_unit_tensor(videos: Any) -> torch.Tensor:
+    """Videos as float (N, F, 3, H, W) in [-1, 1].
+
+    Accepts uint8 arrays/tensors (N, F, H, W, 3) as ``generate`` returns them (or a single clip (F, H, W, 3)),
+    float tensors (N, F, 3, H, W) / (F, 3, H, W) already in [-1, 1] as ``explorer.data`` renders them, or a list of
+    either. Why both: real clips come from the renderer, generated ones from the pipeline as 8-bit frames.
+    """
+    if isinstance(videos, (list, tuple)):
+        return torch.cat([to_unit_tensor(v) for v in videos], dim=0)
+    if isinstance(videos, np.ndarray):
+        videos = torch.from_numpy(np.ascontiguousarray(videos))
+    if not isinstance(videos, torch.Tensor):
+        raise TypeError(f"unsupported video type {type(videos).__name__}")
+    if videos.dtype == torch.uint8:
+        if videos.ndim == 4:
+            videos = videos[None]
+        if videos.ndim != 5 or videos.shape[-1] != 3:
+            raise ValueError(f"uint8 videos must be (N, F, H, W, 3), got {tuple(videos.shape)}")
+        return videos.permute(0, 1, 4, 2, 3).float().div(127.5).sub(1.0)
+    if videos.ndim == 4:
+        videos = videos[None]
+    if videos.ndim != 5 or videos.shape[2] != 3:
+        raise ValueError(f"float videos must be (N, F, 3, H, W) in [-1, 1], got {tuple(videos.shape)}")
+    return videos.float()
+
+
 def load_i3d(path: str | Path, device: str | torch.device = "cpu") -> torch.jit.ScriptModule:
     """Load a TorchScript I3D detector (e.g. ``i3d_torchscript.pt``).
 
@@ -354,8 +380,6 @@ def load_i3d(path: str | Path, device: str | torch.device = "cpu") -> torch.jit.
 def i3d_preprocess(videos: Any) -> torch.Tensor:
     """Videos -> (N, 3, T, 224, 224) in [-1, 1]: bilinear resize of every frame to 224x224 (no crop), as the
     reference TF FVD code's ``preprocess`` does."""
-    from explorer.fvd_proxy import to_unit_tensor
-
     x = to_unit_tensor(videos)
     n, f, c, h, w = x.shape
     y = F.interpolate(x.reshape(n * f, c, h, w), size=(I3D_SIZE, I3D_SIZE), mode="bilinear", align_corners=False)
@@ -365,8 +389,6 @@ def i3d_preprocess(videos: Any) -> torch.Tensor:
 @torch.no_grad()
 def i3d_features(detector: Any, videos: Any, batch_size: int = 4) -> np.ndarray:
     """I3D features (N, D) of ``videos``, called with :data:`I3D_KWARGS`."""
-    from explorer.fvd_proxy import to_unit_tensor
-
     x = to_unit_tensor(videos)
     device = next(iter(detector.parameters()), torch.empty(0)).device
     out = []
