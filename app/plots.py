@@ -266,9 +266,11 @@ def gates_history(history: Sequence[dict[str, Any]], kept: Sequence[int], layout
 
 
 def prune_curve(floor: float, costs: Sequence[float], order: Sequence[int], n: int, order_name: str,
-                paper: bool = True) -> go.Figure:
+                paper: bool = True, rule: Sequence[float] | None = None) -> go.Figure:
     """TFLOPs (full scale) vs number of kept blocks for the given order, the min/max envelope and, with
-    ``paper`` (the blocks are full SVD's), Table 6 at its pruned fractions."""
+    ``paper`` (the blocks are full SVD's), Table 6 at its pruned fractions. ``rule``: TFLOPs per n by the one rule
+    of the cards (another UNet's blocks: the documented default for the same pruned fraction); the marker for
+    ``n`` then sits on it, so the plot shows the number the text and the cards show."""
     total = len(costs)
     ns = list(range(0, total + 1))
     srt = sorted(costs)
@@ -281,7 +283,12 @@ def prune_curve(floor: float, costs: Sequence[float], order: Sequence[int], n: i
                     name="range over all choices of n blocks", hoverinfo="skip")
     fig.add_scatter(x=ns, y=mine, mode="lines", line=dict(color="#4C78A8", width=2), name=f"keep top-n ({order_name})",
                     hovertemplate="n=%{x}: %{y:.3f} TFLOPs/NFE<extra>measured here</extra>")
-    fig.add_scatter(x=[n], y=[mine[n]], mode="markers", marker=dict(size=14, color="#E45756"), name=f"n = {n}",
+    if rule is not None:
+        fig.add_scatter(x=ns, y=list(rule), mode="lines", line=dict(color="#E45756", width=2, dash="dash"),
+                        name="the one rule (cards, FLOPs tab): default blocks, same pruned fraction",
+                        hovertemplate="n=%{x}: %{y:.3f} TFLOPs/NFE<extra>measured here</extra>")
+    marked = list(rule)[n] if rule is not None else mine[n]
+    fig.add_scatter(x=[n], y=[marked], mode="markers", marker=dict(size=14, color="#E45756"), name=f"n = {n}",
                     hovertemplate="n=%{x}: %{y:.3f} TFLOPs/NFE<extra>measured here</extra>")
     rows = [r for r in registry.ablation_rows("Table 6") if r.config.get("method") == "gates"] if paper else []
     fig.add_scatter(x=[registry.kept_count(total, r.config["pruned_fraction"]) for r in rows],

@@ -124,18 +124,26 @@ def slider_view(ctx: AppContext, n: int) -> tuple[Any, Any, str]:
     # The one rule of the cards, the FLOPs tab and the README (transforms_for_scale): on a UNet with another block
     # count, a pruned model keeps the documented default blocks for its pruned fraction -- the stage's own
     # fraction when n is the stage's default, so that the trained stage reads the same number everywhere.
-    fraction = pruned_fraction() if n == default_kept(total) else 1 - n / total
-    n_rule = registry.kept_count(n_svd, fraction) if total != n_svd else n
-    rule_blocks = _structural("full")[:n_rule] if total != n_svd else [i for i in kept if in_full[i]]
-    tf_full = (full["floor"] + sum(full["costs"][j] for j in rule_blocks)) / 1e12
+    def by_rule(k: int) -> tuple[float, int, float]:
+        """(pruned fraction, full-scale blocks kept, TFLOPs) when ``k`` of the gates' ``total`` blocks are kept."""
+        frac = pruned_fraction() if k == default_kept(total) else 1 - k / total
+        kf = registry.kept_count(n_svd, frac) if 0 < k else 0
+        return frac, kf, (full["floor"] + sum(full["costs"][j] for j in _structural("full")[:kf])) / 1e12
+
+    if total != n_svd:
+        fraction, n_rule, tf_full = by_rule(n)
+        rule_curve: list[float] | None = [by_rule(k)[2] for k in range(total + 1)]
+    else:  # the gates are over full SVD's own blocks: the kept blocks themselves
+        fraction, n_rule, tf_full, rule_curve = 1 - n / total, n, tf_mapped, None
     srt = sorted(full["costs"])
     lo = (full["floor"] + sum(srt[:n_rule])) / 1e12
     hi = (full["floor"] + sum(srt[len(srt) - n_rule:])) / 1e12 if n_rule else full["floor"] / 1e12
     structure = plots.gates_structure(layout, view["score"], kept, view["name"], view["source"].split(" (")[0],
                                       full_costs)
     curve = plots.prune_curve(full["floor"], full_costs, view["order"], n,
-                              "trained importances" if view["trained"] else "structural heuristic",
-                              paper=total == n_svd)
+                              ("trained importances" if view["trained"] else "structural heuristic")
+                              + (", blocks mapped by module path" if total != n_svd else ""),
+                              paper=total == n_svd, rule=rule_curve)
     scale = view["scale"] or "custom"
     rule = (f"the documented default {n_rule} of {n_svd} blocks for {100 * fraction:.0f}% pruned, as on the cards "
             f"and the FLOPs tab; any {n_rule}: {lo:.3f}-{hi:.3f}; these {n} blocks mapped onto full SVD by module "

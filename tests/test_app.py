@@ -417,6 +417,8 @@ def test_tiny_gates_use_the_tiny_layout(tmp_path: Path) -> None:
         # issue 15: the trained n reads the same full-scale number as the Compare card and the FLOPs tab (one rule)
         card = c.flops.stage("temporal-pruning", "full")["tflops"]
         assert f"**{card:.3f} TFLOPs per NFE** at full scale" in live and "default 11 of 38 blocks" in live
+        marker = next(t for t in curve.data if t.name == "n = 10")  # the cost plot marks the same number
+        assert marker.y[0] == pytest.approx(card, abs=5e-4)
         assert not any(d.name == "paper (Table 6)" and len(d.x) for d in curve.data)  # paper rows are SVD's 38
     finally:
         c.close()
