@@ -430,11 +430,11 @@ def compare_impl(
 def example_is_cached(ctx: AppContext, *inputs: Any) -> bool:
     """Whether every stage of this comparison (the Compare tab's inputs, without ``progress``) is in the result
     cache, so that showing it costs nothing."""
+    if bool(inputs[4]):  # randomise seed: a new seed is never cached
+        return False
     try:
         checked, _, requests, common = compare_requests(ctx, *inputs)
     except gr.Error:
-        return False
-    if bool(inputs[4]):  # randomise seed: a new seed is never cached
         return False
     return all(cached_outcome(ctx.catalog, ctx.results, checked, r, common) is not None for r in requests)
 

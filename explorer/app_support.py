@@ -12,6 +12,7 @@ UNet only, FLOPs = 2 x MAC; per clip = NFE x per-NFE, where a classifier-free-gu
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import hashlib
@@ -958,11 +959,9 @@ class FlopsService:
             except (RuntimeError, OSError):  # shut down, or processes cannot be started here
                 self.isolated = False
             else:
-                try:
-                    if background:
+                try:  # a user waits (foreground): running generations pause a step for the count
+                    with contextlib.nullcontext() if background else self.work.interactive():
                         return future.result()  # the counting function's own errors arrive here unchanged
-                    with self.work.interactive():  # a user waits: running generations pause a step for it
-                        return future.result()
                 except BrokenProcessPool:
                     self.isolated = False  # the process died: count in this one from now on
         with self.work.background() if background else self.work.foreground():
@@ -1245,7 +1244,11 @@ def cached_outcome(catalog: StageCatalog, cache: ResultCache, checked: CheckedIm
         settings = stage_settings(e.record, req, common)
     except ValueError:
         return None
-    hit = cache.get(_outcome_key(cache, e, e.record, checked, req, settings))
+    return _cached_copy(cache, _outcome_key(cache, e, e.record, checked, req, settings))
+
+
+def _cached_copy(cache: ResultCache, key: str) -> StageOutcome | None:
+    hit = cache.get(key)
     if hit is None:
         return None
     out = copy.copy(hit)
@@ -1281,11 +1284,9 @@ def run_stage(
     except ValueError as exc:
         return StageOutcome(e.key, label, e.kind, note, "failed", reason=str(exc))
     ckey = _outcome_key(cache, e, record, checked, req, settings)
-    hit = cache.get(ckey)
+    hit = _cached_copy(cache, ckey)
     if hit is not None:
-        out = copy.copy(hit)
-        out.status = "cached"
-        return out
+        return hit
     runner = generate_fn or generate
     work = catalog.work
 

@@ -320,7 +320,6 @@ def load_proxy(directory: str | Path = DEFAULT_DIR) -> FVDProxy:
 
 def fvd_proxy(real: Any, generated: Any, proxy: FVDProxy | None = None, eps: float = 1e-6) -> float:
     """FVD-proxy between two sets of videos: Fréchet distance of Gaussians fit to their proxy features."""
-
     proxy = proxy or load_proxy()
     return frechet_distance_features(proxy.features(real), proxy.features(generated), eps=eps)
 

@@ -975,9 +975,14 @@ def store_weights_as(
             raise ValueError(f"component {name!r} has no weights (one of {sorted(_WEIGHTS_BASE)})")
         if name in record.components:
             continue  # referenced from another folder: not this stage's to rewrite
-        for path in _weight_files(folder / name, _WEIGHTS_BASE[name], None):
-            sizes[name] = store_file_as(path, dtype)
+        sizes[name] = _store_files(_weight_files(folder / name, _WEIGHTS_BASE[name], None), dtype)
     return sizes
+
+
+def _store_files(paths: Sequence[Path], dtype: str) -> tuple[int, int]:
+    """``store_file_as`` over one component's files (one, or the shards of an index); bytes summed."""
+    sizes = [store_file_as(path, dtype) for path in paths]
+    return sum(b for b, _ in sizes), sum(a for _, a in sizes)
 
 
 def store_shared_as(checkpoints: str | Path, component: str, dtype: str = "float16") -> tuple[int, int]:
@@ -985,11 +990,8 @@ def store_shared_as(checkpoints: str | Path, component: str, dtype: str = "float
     record owns it); (bytes before, after) summed over its files."""
     if component not in _WEIGHTS_BASE:
         raise ValueError(f"component {component!r} has no weights (one of {sorted(_WEIGHTS_BASE)})")
-    before = after = 0
-    for path in _weight_files(Path(checkpoints) / "_shared" / component, _WEIGHTS_BASE[component], None):
-        b, a = store_file_as(path, dtype)
-        before, after = before + b, after + a
-    return before, after
+    return _store_files(_weight_files(Path(checkpoints) / "_shared" / component, _WEIGHTS_BASE[component], None),
+                        dtype)
 
 
 def store_file_as(path: str | Path, dtype: str = "float16") -> tuple[int, int]:

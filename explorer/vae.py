@@ -214,7 +214,7 @@ def rescale_latent_channels(vae: PatchVAE, scales: torch.Tensor) -> PatchVAE:
 
     The encoder's rows are scaled by ``scales`` and the decoder's input layers (the linear decoder and
     ``decoder_in``) by ``1 / scales``, so ``decode(encode(x))`` is unchanged up to float rounding, and
-    ``encode_noise`` follows (noise augmentation stays exact). Why: PCA channels differ ~700x in variance,
+    ``encode_noise`` follows (noise augmentation stays exact). Why: the PCA channels differ ~1,300x in variance,
     so under one noise level the fine-detail channels are drowned first and weigh almost nothing in the
     denoising loss; ``whitening_scales`` equalises them.
     """
