@@ -7,7 +7,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from explorer.app_support import FlopsService, ResultCache, StageCatalog, WorkLock
+from explorer.serving import FlopsService, ResultCache, StageCatalog, WorkLock
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Plotly figures for the app: presentation only (the numbers come from explorer/ via explorer.app_support)."""
+"""Plotly figures for the app: presentation only (the numbers come from explorer.serving and explorer.records)."""
 
 from __future__ import annotations
 

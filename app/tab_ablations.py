@@ -9,7 +9,7 @@ import gradio as gr
 
 from app import plots
 from app.context import AppContext
-from explorer.app_support import ABLATION_TABLES, ablation_comparison, read_ablations
+from explorer.records import ABLATION_TABLES, ablation_comparison, read_ablations
 
 HEADERS = ["row", "paper FVD (25 fps)", "paper TFLOPs/NFE", "paper phone ms", "FVD-proxy", "first-frame PSNR",
            "motion Spearman", "TFLOPs/NFE (full scale)", "source"]

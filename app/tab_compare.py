@@ -16,7 +16,8 @@ import gradio as gr
 from app.context import AppContext
 from app.gpu import ON_ZEROGPU, generate_on_device
 from app.plots import fmt
-from explorer.app_support import (
+from explorer.pipeline import ImageInputError
+from explorer.serving import (
     MAX_STAGES,
     MAX_STEPS,
     NOT_FINETUNED,
@@ -28,16 +29,13 @@ from explorer.app_support import (
     cached_outcome,
     check_image,
     compose,
-    default_kept,
     prune_outputs,
-    pruned_fraction,
     run_stage,
     shorten,
-    temporal_block_count,
     upscale_note,
     validate_common,
 )
-from explorer.pipeline import ImageInputError
+from explorer.transforms.pruning_rules import default_kept, pruned_fraction, temporal_block_count
 
 TABLE_HEADERS = ["stage", "steps", "min guidance", "max guidance", "stage defaults"]
 DEFAULT_STAGES = ("svd", "channel-funnels")
@@ -515,7 +513,7 @@ def _follow(events: queue.Queue[tuple[str, dict[str, Any]]], board: dict[str, di
 
 
 def _accounting() -> str:
-    from explorer.app_support import ACCOUNTING
+    from explorer.records import ACCOUNTING
 
     return ACCOUNTING
 

@@ -10,8 +10,10 @@ import gradio as gr
 from app import plots
 from app.context import AppContext
 from explorer import stages as registry
-from explorer.app_support import ACCOUNTING, safe_name, shorten, temporal_block_count
 from explorer.models import UNET_CONFIGS
+from explorer.records import ACCOUNTING
+from explorer.serving import safe_name, shorten
+from explorer.transforms.pruning_rules import temporal_block_count
 
 SCALES = ["full", "tiny"]
 PRUNED = ("temporal-pruning", "channel-funnels", "mobilevd-hd")  # stages whose kept temporal blocks can be typed

@@ -10,7 +10,8 @@ import gradio as gr
 from app import plots
 from app.context import AppContext
 from explorer import stages as registry
-from explorer.app_support import attention_widths, read_ablations
+from explorer.records import read_ablations
+from explorer.transforms.funnels import attention_widths
 
 PAPER_R = (0.25, 0.5, 0.75, 1.0)
 

@@ -12,28 +12,30 @@ from app import plots
 from app.context import AppContext
 from app.gpu import generate_on_device
 from app.tab_compare import card_html
-from explorer import stages as registry
-from explorer.app_support import (
-    MEASURED,
+from explorer.flops import kept_range
+from explorer.models import UNET_CONFIGS
+from explorer.pipeline import ImageInputError
+from explorer.records import MEASURED, GatesRecord, read_gates
+from explorer.serving import (
     Common,
-    GatesRecord,
     StageOutcome,
     StageRequest,
     check_image,
     compose,
-    default_kept,
     prune_outputs,
-    pruned_fraction,
-    read_gates,
     run_stage,
+    validate_common,
+)
+from explorer.transforms.pruning_rules import (
+    default_kept,
+    fraction_for,
+    kept_at_scale,
+    pruned_fraction,
     scale_for_count,
     structural_order,
     temporal_block_count,
     temporal_layout,
-    validate_common,
 )
-from explorer.models import UNET_CONFIGS
-from explorer.pipeline import ImageInputError
 
 SOURCE_STAGE = "temporal-multiscale"  # the unpruned parent whose weights are re-pruned zero-shot
 
@@ -126,8 +128,8 @@ def slider_view(ctx: AppContext, n: int) -> tuple[Any, Any, str]:
     # fraction when n is the stage's default, so that the trained stage reads the same number everywhere.
     def by_rule(k: int) -> tuple[float, int, float]:
         """(pruned fraction, full-scale blocks kept, TFLOPs) when ``k`` of the gates' ``total`` blocks are kept."""
-        frac = pruned_fraction() if k == default_kept(total) else 1 - k / total
-        kf = registry.kept_count(n_svd, frac) if 0 < k else 0
+        frac = fraction_for(k, total)
+        kf = kept_at_scale(frac, n_svd) if 0 < k else 0
         return frac, kf, (full["floor"] + sum(full["costs"][j] for j in _structural("full")[:kf])) / 1e12
 
     if total != n_svd:
@@ -135,9 +137,7 @@ def slider_view(ctx: AppContext, n: int) -> tuple[Any, Any, str]:
         rule_curve: list[float] | None = [by_rule(k)[2] for k in range(total + 1)]
     else:  # the gates are over full SVD's own blocks: the kept blocks themselves
         fraction, n_rule, tf_full, rule_curve = 1 - n / total, n, tf_mapped, None
-    srt = sorted(full["costs"])
-    lo = (full["floor"] + sum(srt[:n_rule])) / 1e12
-    hi = (full["floor"] + sum(srt[len(srt) - n_rule:])) / 1e12 if n_rule else full["floor"] / 1e12
+    lo, hi = (v / 1e12 for v in kept_range(full["floor"], full["costs"], n_rule))
     structure = plots.gates_structure(layout, view["score"], kept, view["name"], view["source"].split(" (")[0],
                                       full_costs)
     curve = plots.prune_curve(full["floor"], full_costs, view["order"], n,

@@ -9,7 +9,7 @@ import gradio as gr
 
 from app import plots
 from app.context import AppContext
-from explorer.app_support import paper_latency_rows, read_latency
+from explorer.records import paper_latency_rows, read_latency
 
 HEADERS = ["stage", "device", "chipset", "runtime", "precision", "compute unit", "status", "median ms", "min ms",
            "max ms", "runs", "first load ms", "speed-up", "peak memory", "scale", "resolution", "includes", "source",

@@ -9,7 +9,8 @@ import gradio as gr
 from app import plots
 from app.context import AppContext
 from explorer import stages as registry
-from explorer.app_support import MEASURED, PAPER, entry_flops, read_metrics
+from explorer.records import MEASURED, PAPER, read_metrics
+from explorer.serving import entry_flops
 
 
 def project_points(ctx: AppContext) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str], str]:

@@ -1,8 +1,8 @@
 """The Gradio interface: seven tabs (Compare, FLOPs, Temporal gates, Funnels, Trade-off, Ablations, Latency).
 
-No model logic lives here: every number comes from explorer/ (mostly through explorer.app_support). Startup only
-discovers stages (JSON files); models load in a background thread and FLOPs are counted in another, so the page is
-up in seconds and a stage that is missing or broken is shown as unavailable with the reason.
+No model logic lives here: every number comes from explorer/ (through explorer.serving and explorer.records).
+Startup only discovers stages (JSON files); models load in a background thread and FLOPs are counted in another,
+so the page is up in seconds and a stage that is missing or broken is shown as unavailable with the reason.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import gradio as gr
 
 from app import tab_ablations, tab_compare, tab_flops, tab_funnels, tab_gates, tab_latency, tab_tradeoff
 from app.context import AppContext
-from explorer.app_support import ACCOUNTING, MAX_QUEUE, PLACEHOLDER_NOTE
+from explorer.records import ACCOUNTING
+from explorer.serving import MAX_QUEUE, PLACEHOLDER_NOTE
 
 CSS = """
 .gradio-container {max-width: 1500px !important;}

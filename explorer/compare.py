@@ -1,13 +1,14 @@
 """Generate one conditioning image with several stages from the same seeded noise, and write the videos.
 
-Used by ``scripts/compare.py`` and ``scripts/bench_generate.py``. Every stage starts from the same seed
-(``explorer.pipeline.initial_latents``), so differences between the videos are differences between the stages.
-Stages are loaded one at a time (only one pipeline in memory).
+Used by ``scripts/compare.py``. The generation itself is the app's comparison engine
+(``explorer.serving.run_stage``: the same settings, checks, seeds and numbers as the Compare tab); this module
+adds only the CLI's file layout (``<out>/<stage>.mp4``, ``side_by_side.mp4``, ``frames.png``). Every stage starts
+from the same seed, so differences between the videos are differences between the stages. Stages are loaded one
+at a time (only one pipeline in memory).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +17,9 @@ from typing import Any
 import numpy as np
 
 from explorer import stages as registry
-from explorer.pipeline import GenerationResult, generate, load_image, load_stage
-from explorer.video import frame_grid, side_by_side, write_mp4
+from explorer.pipeline import StageLoadError
+from explorer.serving import Common, ResultCache, StageCatalog, StageRequest, check_image, run_stage
+from explorer.video import frame_grid, side_by_side
 
 
 @dataclass
@@ -45,31 +47,24 @@ def stage_label(run: StageRun) -> str:
     return f"{run.stage}  {run.nfe} NFE  {run.seconds:.1f} s"
 
 
-def run_stage(folder: str | Path, image: Any, seed: int, steps: int | None = None,
-              **settings: Any) -> tuple[StageRun, GenerationResult]:
-    """Load the stage folder and generate ``image`` once (its default steps unless ``steps``)."""
-    t0 = time.perf_counter()
-    pipe, record = load_stage(folder)
-    load_s = time.perf_counter() - t0
-    result = generate(pipe, image, seed=seed, steps=steps, **settings)
-    run = StageRun(stage=record.slug, nfe=result.nfe, steps=result.settings["steps"],
-                   seconds=result.seconds, unet_seconds=result.unet_seconds, load_seconds=load_s,
-                   width=record.width, height=record.height, frames=result.frames)
-    return run, result
-
-
 def missing_stages(checkpoints: str | Path, slugs: Sequence[str]) -> list[str]:
     """The slugs that have no finished stage folder (``stage.json``) under ``checkpoints``."""
     return [s for s in slugs if not (Path(checkpoints) / s / "stage.json").is_file()]
 
 
+def _value(stats: dict[str, Any], name: str) -> Any:
+    return (stats.get(name) or {}).get("value")
+
+
 def compare_stages(image: Any, stages: Sequence[str], checkpoints: str | Path, out: str | Path, seed: int = 0,
                    steps: dict[str, int] | None = None, fps: int = 7, min_height: int = 256,
-                   **settings: Any) -> dict[str, Any]:
+                   motion_bucket_id: int | None = None, noise_aug_strength: float | None = None,
+                   guidance: tuple[float, float] | None = None) -> dict[str, Any]:
     """Generate with each stage, write ``<out>/<stage>.mp4``, a labelled ``side_by_side.mp4`` and a frame grid.
 
-    Raises ``FileNotFoundError`` naming a missing stage folder before any work is done, and
-    ``explorer.pipeline.ImageInputError`` for an unusable image.
+    Raises ``FileNotFoundError`` naming a missing stage folder before any work is done,
+    ``explorer.pipeline.ImageInputError`` for an unusable image, ``StageLoadError`` for a stage that cannot be
+    loaded and ``ValueError`` for settings out of range or a failed generation.
     """
     from explorer.hub import resolve_checkpoints
 
@@ -78,13 +73,31 @@ def compare_stages(image: Any, stages: Sequence[str], checkpoints: str | Path, o
     if missing := missing_stages(root, slugs):
         raise FileNotFoundError(f"no stage folder for {', '.join(missing)} under {root} "
                                 f"(train it with scripts/build_path.py)")
-    picture = load_image(image)
+    checked = check_image(image)  # decoded and validated once, for every stage
+    catalog = StageCatalog(root, placeholders="off", max_full=1)
+    common = Common(seed=int(seed), fps=int(fps))  # None: the engine's defaults (bucket 127, augmentation 0.02)
+    if motion_bucket_id is not None:
+        common.motion_bucket_id = int(motion_bucket_id)
+    if noise_aug_strength is not None:
+        common.noise_aug_strength = float(noise_aug_strength)
     out.mkdir(parents=True, exist_ok=True)
     runs: list[StageRun] = []
     for slug in slugs:
-        run, _ = run_stage(root / slug, picture, seed, (steps or {}).get(slug), fps=fps, **settings)
-        run.video = str(write_mp4(run.frames, out / f"{slug}.mp4", fps=fps))
-        runs.append(run)
+        low, high = guidance if guidance else (None, None)
+        req = StageRequest(slug, steps=(steps or {}).get(slug), min_guidance=low, max_guidance=high)
+        outcome = run_stage(catalog, None, ResultCache(size=0), out, checked, req, common)
+        entry = catalog.entry(slug)
+        catalog.unload(slug)
+        if outcome.status == "unavailable":
+            raise StageLoadError(f"{slug}: {outcome.reason}")
+        if outcome.status != "done":
+            raise ValueError(f"{slug}: {outcome.reason}")
+        video = Path(outcome.video).replace(out / f"{slug}.mp4")  # type: ignore[arg-type]
+        record, stats = entry.record, outcome.stats
+        runs.append(StageRun(stage=record.slug, nfe=int(_value(stats, "nfe")), steps=int(_value(stats, "steps")),
+                             seconds=float(_value(stats, "wall_s")), unet_seconds=float(_value(stats, "unet_s")),
+                             load_seconds=float(entry.load_seconds or 0.0), width=record.width, height=record.height,
+                             frames=outcome.frames, video=str(video)))
     labels = [stage_label(r) for r in runs]
     sbs = side_by_side([r.frames for r in runs], labels, out / "side_by_side.mp4", fps=fps, min_height=min_height)
     grid = out / "frames.png"
@@ -93,4 +106,4 @@ def compare_stages(image: Any, stages: Sequence[str], checkpoints: str | Path, o
             "stages": [r.to_dict() for r in runs], "side_by_side": str(sbs), "frame_grid": str(grid)}
 
 
-__all__ = ["StageRun", "compare_stages", "missing_stages", "run_stage", "stage_label"]
+__all__ = ["StageRun", "compare_stages", "missing_stages", "stage_label"]

@@ -1,14 +1,24 @@
 """Scoring generated clips against the fixed test eval set: FVD-proxy, first-frame PSNR, motion Spearman (+ FVD).
 
-The core of ``scripts/evaluate.py`` (per-stage metrics) and of the ablation runs
-(``explorer.training.ablations``): the SAME clips, conditioning images and seeds for everything that is compared.
-See docs/metrics.md.
+The core of ``scripts/evaluate.py`` (per-stage metrics, the trivial baselines, ``metrics.json``) and of the ablation
+runs (``explorer.training.ablations``): the SAME clips, conditioning images and seeds for everything that is
+compared. See docs/metrics.md.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import hashlib
+import inspect
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,7 +27,15 @@ from tqdm import tqdm
 
 from explorer import data
 from explorer import metrics as M
-from explorer.fvd_proxy import FVDProxy
+from explorer.fvd_proxy import WEIGHTS_FILE, FVDProxy, load_proxy
+from explorer.stages import SLUGS, resolve
+
+BASELINES: tuple[str, ...] = ("baseline-static", "baseline-untrained")
+BASELINE_UNTRAINED_STEPS = 10  # the random UNet's output is noise at any step count; 10 keeps it cheap
+METRICS_FILE = "metrics.json"
+METRICS_FORMAT = "mobilevd-explorer/metrics/1"
+BASELINES_DIR = "baselines"  # <checkpoints>/baselines/metrics.json: the trivial baselines, a row each
+MIN_CLIPS = 64  # the issue's floor for reported numbers
 
 
 @dataclass
@@ -136,3 +154,251 @@ def generate_set(pipe: Any, ref: Reference, *, steps: int, seed: int, frames: in
         seconds.append(res.seconds)
         nfe = res.nfe
     return videos, seconds, nfe
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Per-stage evaluation runs (scripts/evaluate.py)
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12] if path.is_file() else "missing"
+
+
+def untrained_pipeline(pipe: Any, folder: Path, seed: int) -> Any:
+    """A pipeline with a randomly initialised UNet built from the stage's ``unet/config.json`` (plus its recorded
+    transforms) and the stage's own VAE, image encoder, feature extractor and scheduler."""
+    from diffusers import StableVideoDiffusionPipeline, UNetSpatioTemporalConditionModel
+
+    from explorer.models import build_unet
+    from explorer.pipeline import read_stage_record
+
+    own = folder / "unet" / "config.json"  # absent when the stage references another stage's UNet (svd-512)
+    cfg = json.loads(own.read_text(encoding="utf-8")) if own.is_file() else dict(pipe.unet.config)
+    params = inspect.signature(UNetSpatioTemporalConditionModel.__init__).parameters
+    cfg = {k: v for k, v in cfg.items() if k in params and not k.startswith("_")}
+    with torch.random.fork_rng(devices=[]):
+        unet = build_unet(cfg, device="cpu", seed=seed)
+    transforms = read_stage_record(folder).transforms
+    if transforms:
+        from explorer.transforms import apply_transforms
+
+        unet = apply_transforms(unet, list(transforms))
+    unet = unet.to(device=pipe.unet.device).eval()
+    if pipe.unet.dtype != unet.dtype:
+        unet = unet.to(dtype=pipe.unet.dtype)
+    new = StableVideoDiffusionPipeline(unet=unet, vae=pipe.vae, image_encoder=pipe.image_encoder,
+                                       feature_extractor=pipe.feature_extractor, scheduler=pipe.scheduler)
+    new.set_progress_bar_config(disable=True)
+    return new
+
+
+def steps_suffix(steps: int) -> str:
+    return f"@{steps}step" if steps == 1 else f"@{steps}steps"
+
+
+def select_stages(spec: str) -> list[str]:
+    """Registry slugs to evaluate, in path order (baseline names are accepted and ignored: the baselines are
+    always measured unless --no-baselines)."""
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    if not names or names == ["all"]:
+        return list(SLUGS)
+    slugs: list[str] = []
+    for name in names:
+        if name in BASELINES or name == "baselines":
+            continue
+        slug = resolve(name)
+        if slug not in slugs:
+            slugs.append(slug)
+    order = {s: i for i, s in enumerate(SLUGS)}
+    return sorted(slugs, key=order.__getitem__)
+
+
+def json_safe(value: Any) -> Any:
+    """JSON has no inf / nan: write them as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def write_metrics(folder: Path, slug: str, row: dict[str, Any] | None, variants: dict[str, dict[str, Any]],
+                  baselines: list[dict[str, Any]]) -> Path:
+    """Merge this run's numbers into ``<folder>/metrics.json`` (atomic): the default-steps row at the top level,
+    step-override rows under ``variants``, the baselines at the stage's resolution under ``baselines``."""
+    path = folder / METRICS_FILE
+    old: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            old = {}
+    if row is not None:
+        out = dict(row)
+    else:
+        out = {k: v for k, v in old.items() if k not in ("variants", "baselines", "format")}
+        out.setdefault("stage", slug)
+    out["format"] = METRICS_FORMAT
+    merged = dict(old.get("variants") or {})
+    merged.update(variants)
+    out["variants"] = merged
+    out["baselines"] = baselines if baselines else list(old.get("baselines") or [])
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(json_safe(out), indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def write_baselines(folder: Path, rows: list[dict[str, Any]]) -> Path:
+    """The trivial baselines as rows of their own: ``<checkpoints>/baselines/metrics.json`` holds one row per
+    baseline and resolution (``baseline-static@128x64``, ...), merged with the rows of earlier runs (atomic)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / METRICS_FILE
+    old: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text(encoding="utf-8")).get("rows") or {}
+        except (OSError, json.JSONDecodeError, AttributeError):
+            old = {}
+    merged = {**old, **{f"{r['stage']}@{r['resolution']}": r for r in rows}}
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(json_safe({"format": METRICS_FORMAT, "rows": merged}), indent=2) + "\n",
+                   encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+@dataclass
+class EvalRun:
+    """What every row of one evaluation run shares: scorer networks, seeds, step overrides, the columns written into
+    every row, and the reference set of each resolution (built once, on first use)."""
+
+    clips: int
+    seed: int
+    data_seed: int
+    device: str
+    proxy: FVDProxy
+    detector: Any
+    overrides: dict[str, int]
+    common: dict[str, Any]
+    sweep: bool = True
+    refs: dict[tuple[int, int], Reference] = field(default_factory=dict)
+
+    def reference(self, width: int, height: int) -> Reference:
+        if (width, height) not in self.refs:
+            self.refs[(width, height)] = build_reference(width, height, self.clips, self.data_seed, self.proxy,
+                                                         self.detector)
+        return self.refs[(width, height)]
+
+
+def evaluate_stage(run: EvalRun, slug: str, pipe: Any, rec: Any) -> dict[str, Any]:
+    """One stage's row: its clips at its resolution and default steps (or ``--steps-override``), scored."""
+    size = (rec.width, rec.height)
+    ref = run.reference(*size)
+    steps = run.overrides.get(slug, rec.steps)
+    name = slug if steps == rec.steps else slug + steps_suffix(steps)
+    t0 = time.perf_counter()
+    videos, seconds, nfe = generate_set(
+        pipe, ref, steps=steps, seed=run.seed, frames=rec.frames, min_guidance=rec.min_guidance,
+        max_guidance=rec.max_guidance, noise_aug=rec.noise_aug_strength,
+        decode_chunk_size=rec.decode_chunk_size, desc=name)
+    gen_s = time.perf_counter() - t0
+    row = {"stage": name, "slug": slug, "nfe": nfe, "steps": steps, "cfg": rec.max_guidance > 1.0,
+           "resolution": ref.resolution, "frames": rec.frames}
+    row.update(score(videos, ref, pipe.vae, run.proxy, run.detector))
+    if run.sweep:
+        row["bucket_sweep"] = bucket_sweep(
+            pipe, *size, steps=steps, seed=run.seed, frames=rec.frames, min_guidance=rec.min_guidance,
+            max_guidance=rec.max_guidance, noise_aug=rec.noise_aug_strength)
+    row.update(seconds_per_clip=round(float(np.mean(seconds)), 4), eval_seconds=round(gen_s, 1),
+               fvd_proxy_real_floor=round(ref.real_floor, 4), real_motion_spearman=round(ref.real_spearman, 4),
+               **run.common)
+    return row
+
+
+def evaluate_baselines(run: EvalRun, folder: Path, pipe: Any, rec: Any) -> list[dict[str, Any]]:
+    """The trivial baselines at a stage's resolution, with that stage's VAE / image encoder / scheduler:
+    ``baseline-static`` (the conditioning image's VAE round trip repeated) and ``baseline-untrained`` (random UNet)."""
+    ref = run.reference(rec.width, rec.height)
+    base_common = {"resolution": ref.resolution, "frames": rec.frames, "components_from": folder.name}
+    # baseline-static: the conditioning image's VAE round trip repeated (8-bit, as generated clips are)
+    t0 = time.perf_counter()
+    trips = round_trips(ref, pipe.vae)
+    static = [np.repeat(np.round(np.clip(t, 0, 1) * 255).astype(np.uint8)[None], rec.frames, axis=0)
+              for t in trips]
+    t_static = (time.perf_counter() - t0) / len(static)
+    row = {"stage": "baseline-static", "slug": None, "nfe": 0, "steps": 0, "cfg": False, **base_common}
+    row.update(score(static, ref, pipe.vae, run.proxy, run.detector))
+    row.update(seconds_per_clip=round(t_static, 4), fvd_proxy_real_floor=round(ref.real_floor, 4),
+               real_motion_spearman=round(ref.real_spearman, 4), **run.common)
+    out = [row]
+    # baseline-untrained: random UNet, the stage's VAE / image encoder / scheduler
+    steps = run.overrides.get("baseline-untrained", BASELINE_UNTRAINED_STEPS)
+    upipe = untrained_pipeline(pipe, folder, seed=run.seed)
+    videos, seconds, nfe = generate_set(
+        upipe, ref, steps=steps, seed=run.seed, frames=rec.frames, min_guidance=rec.min_guidance,
+        max_guidance=rec.max_guidance, noise_aug=rec.noise_aug_strength,
+        decode_chunk_size=rec.decode_chunk_size, desc=f"baseline-untrained {ref.resolution}")
+    row = {"stage": "baseline-untrained", "slug": None, "nfe": nfe, "steps": steps,
+           "cfg": rec.max_guidance > 1.0, **base_common}
+    row.update(score(videos, ref, pipe.vae, run.proxy, run.detector))
+    row.update(seconds_per_clip=round(float(np.mean(seconds)), 4), fvd_proxy_real_floor=round(ref.real_floor, 4),
+               real_motion_spearman=round(ref.real_spearman, 4), **run.common)
+    out.append(row)
+    return out
+
+
+def evaluate(checkpoints: str | Path, slugs: Sequence[str], overrides: dict[str, int], *, clips: int, seed: int,
+             data_seed: int, proxy_dir: str | Path, i3d: str | None, device: str, baselines: bool = True,
+             sweep: bool = True, write: bool = True, command: str = "") -> list[dict[str, Any]]:
+    """Evaluate the stage folders ``<checkpoints>/<slug>`` present (missing ones are skipped with a note) and the
+    trivial baselines at every evaluated resolution; rows are also merged into the metrics.json files if ``write``.
+    """
+    from explorer.pipeline import load_stage
+
+    ckpt = Path(checkpoints)
+    proxy = load_proxy(proxy_dir)
+    proxy_sha = _sha(Path(proxy_dir) / WEIGHTS_FILE)
+    detector = M.load_i3d(i3d, device) if i3d else None
+    common = {
+        "clips": clips, "seed": seed, "data_seed": data_seed, "source": "measured here",
+        "command": command, "device": str(device), "torch_threads": torch.get_num_threads(),
+        "host": platform.machine(), "fvd_proxy_weights": proxy_sha,
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    run = EvalRun(clips, seed, data_seed, device, proxy, detector, overrides, common, sweep=sweep)
+    donors: dict[tuple[int, int], tuple[Path, Any, Any]] = {}  # resolution -> (folder, pipe, record)
+    rows: list[dict[str, Any]] = []
+    per_stage: dict[str, tuple[Path, dict[str, Any] | None, dict[str, dict[str, Any]], tuple[int, int]]] = {}
+    for slug in slugs:
+        folder = ckpt / slug
+        if not (folder / "stage.json").is_file():
+            print(f"note: skipping {slug}: no stage folder at {folder}", file=sys.stderr)
+            continue
+        pipe, rec = load_stage(folder, device=device)
+        size = (rec.width, rec.height)
+        row = evaluate_stage(run, slug, pipe, rec)
+        rows.append(row)
+        entry = per_stage.setdefault(slug, (folder, None, {}, size))
+        if row["steps"] == rec.steps:
+            per_stage[slug] = (folder, row, entry[2], size)
+        else:
+            entry[2][row["stage"]] = row
+        donors.setdefault(size, (folder, pipe, rec))
+
+    baseline_rows: dict[tuple[int, int], list[dict[str, Any]]] = {}
+    if baselines and not donors:
+        print("note: no stage folder found: the baselines need a stage's VAE and image encoder; skipped",
+              file=sys.stderr)
+    for size, (folder, pipe, rec) in donors.items() if baselines else ():
+        baseline_rows[size] = evaluate_baselines(run, folder, pipe, rec)
+        rows.extend(baseline_rows[size])
+
+    if write:
+        for slug, (folder, row, variants, size) in per_stage.items():
+            write_metrics(folder, slug, row, variants, baseline_rows.get(size, []))
+        if baseline_rows:
+            write_baselines(ckpt / BASELINES_DIR, [r for rs in baseline_rows.values() for r in rs])
+    return [json_safe(r) for r in rows]

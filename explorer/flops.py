@@ -18,6 +18,7 @@ import argparse
 import json
 import sys
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -277,22 +278,35 @@ def temporal_block_costs(
     checks it against counting the all-pruned model).
     """
     from explorer.architecture import build_stage_unet
-    from explorer.transforms.temporal_gates import temporal_blocks
 
     full, _ = build_stage_unet(slug, scale, device="meta", kept_blocks="all", unet_config=unet_config,
                                transforms=transforms)
-    blocks = temporal_blocks(full)
-    report = unet_flops(full, width, height, frames, scale)
-    costs = [sum(report.subtree(path) for path in _block_cost_paths(b)) for b in blocks]
+    lat_h, lat_w = latent_size(width, height, scale)
+    return block_costs(full, unet_inputs(full, lat_h, lat_w, frames, device="meta"))
+
+
+def block_costs(model: nn.Module, inputs: dict[str, torch.Tensor]) -> tuple[int, list[int]]:
+    """(FLOPs with every temporal block pruned, FLOPs of each temporal block, in block order) of an unpruned
+    ``model`` on ``inputs``: the one cost model of temporal blocks (FLOPs tab, gates slider, cards, tests)."""
+    from explorer.transforms.temporal_gates import temporal_blocks
+
+    report = count_unet_flops(model, inputs)
+    costs = [sum(report.subtree(path) for path in block_cost_paths(b)) for b in temporal_blocks(model)]
     return report.flops - sum(costs), costs
 
 
-def _block_cost_paths(block: Any) -> list[str]:
+def block_cost_paths(block: Any) -> list[str]:
     """Modules whose compute disappears with a temporal block: the block, and for a transformer its frame
     position embedding (SVD has one temporal layer per transformer, so the embedding goes with it)."""
     if block.kind == "transformer":
         return [block.path, f"{block.container}.time_pos_embed"]
     return [block.path]
+
+
+def kept_range(floor: float, costs: Sequence[float], kept: int) -> tuple[float, float]:
+    """(min, max) FLOPs over all choices of ``kept`` of the blocks costing ``costs`` (exact: costs add)."""
+    ordered = sorted(costs)
+    return floor + sum(ordered[:kept]), floor + (sum(ordered[len(ordered) - kept:]) if kept else 0)
 
 
 def pruning_range(
@@ -307,9 +321,7 @@ def pruning_range(
 ) -> tuple[float, float]:
     """(min, max) TFLOPs over all choices of ``kept`` temporal blocks."""
     floor, costs = temporal_block_costs(slug, scale, width, height, frames, unet_config, transforms)
-    ordered = sorted(costs)
-    low = floor + sum(ordered[:kept])
-    high = floor + sum(ordered[len(ordered) - kept:]) if kept else floor
+    low, high = kept_range(floor, costs, kept)
     return low / 1e12, high / 1e12
 
 

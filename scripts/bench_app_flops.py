@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from explorer.app_support import (  # noqa: E402
+from explorer.data import photo_path
+from explorer.serving import (
     Common,
     FlopsService,
     ResultCache,
@@ -32,7 +30,6 @@ from explorer.app_support import (  # noqa: E402
     check_image,
     run_stage,
 )
-from explorer.data import photo_path  # noqa: E402
 
 
 def _count(service: FlopsService, stages: list[str], width: int, height: int) -> float:

@@ -7,15 +7,11 @@ script whether the data can keep up. Usage: ``python scripts/bench_data.py [--cl
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from explorer import data  # noqa: E402
+from explorer import data
 
 
 def bench(size: tuple[int, int], n: int, render_threads: int | None) -> float:

@@ -7,13 +7,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from explorer import flops, stages  # noqa: E402
+from explorer import flops, stages
 
 
 def main() -> int:

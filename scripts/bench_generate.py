@@ -23,14 +23,12 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from explorer import data  # noqa: E402
-from explorer import stages as registry  # noqa: E402
-from explorer.compare import missing_stages  # noqa: E402
-from explorer.pipeline import generate, load_image, load_stage  # noqa: E402
+from explorer import data
+from explorer import stages as registry
+from explorer.compare import missing_stages
+from explorer.pipeline import generate, load_image, load_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {"svd_seconds_max": 60.0, "lowres_unet_seconds_max": 0.3, "mobilevd_speedup_min": 20.0}

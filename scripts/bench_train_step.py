@@ -18,16 +18,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from explorer import data  # noqa: E402
-from explorer.data import size_arg  # noqa: E402
+from explorer import data
+from explorer.data import size_arg
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,13 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from explorer.data import size_arg  # noqa: E402
-from explorer.latent_cache import LatentCacheError, build_latent_cache  # noqa: E402
+from explorer.data import size_arg
+from explorer.latent_cache import LatentCacheError, build_latent_cache
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,13 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import fields
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from explorer.training.path import ORDER, Plan, build_path  # noqa: E402
+from explorer.training.path import ORDER, Plan, build_path
 
 
 def main(argv: list[str] | None = None) -> int:

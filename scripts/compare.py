@@ -15,11 +15,9 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from explorer import stages as registry  # noqa: E402
-from explorer.compare import compare_stages  # noqa: E402
-from explorer.pipeline import ImageInputError, StageLoadError  # noqa: E402
+from explorer import stages as registry
+from explorer.compare import compare_stages
+from explorer.pipeline import ImageInputError, StageLoadError
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,12 +7,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from explorer.training.curves import curve_table, plot_curves, read_curves  # noqa: E402
+from explorer.training.curves import curve_table, plot_curves, read_curves
 
 
 def main(argv: list[str] | None = None) -> int:

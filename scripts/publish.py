@@ -16,9 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from explorer.hub import CheckpointsError, publish  # noqa: E402
+from explorer.hub import CheckpointsError, publish
 
 ROOT = Path(__file__).resolve().parents[1]
 

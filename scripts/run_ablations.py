@@ -18,11 +18,9 @@ import shlex
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from explorer.training.ablations import (  # noqa: E402
+from explorer.training.ablations import (
     PARENT,
     TEACHER,
     AblationBudget,
@@ -62,7 +60,7 @@ def _cell(value: object, digits: int = 2) -> str:
 
 def report(checkpoints: Path) -> str:
     """Markdown: per table, the paper's FVD / TFLOPs beside the project's FVD-proxy, PSNR, Spearman, TFLOPs."""
-    from explorer.app_support import ABLATION_TABLES, ablation_comparison, read_ablations
+    from explorer.records import ABLATION_TABLES, ablation_comparison, read_ablations
 
     project, problems = read_ablations(checkpoints)
     out = []

@@ -11,12 +11,9 @@ log and the learning curve (curve.jsonl), and its final/ folder when it has one.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from explorer.training.common import restore_run, snapshot_run  # noqa: E402
+from explorer.training.common import restore_run, snapshot_run
 
 
 def main(argv: list[str] | None = None) -> int:

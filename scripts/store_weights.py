@@ -13,10 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from explorer.pipeline import STORAGE_DTYPES, StageLoadError, store_shared_as, store_weights_as  # noqa: E402
-from explorer.stages import resolve  # noqa: E402
+from explorer.pipeline import STORAGE_DTYPES, StageLoadError, store_shared_as, store_weights_as
+from explorer.stages import resolve
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,13 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from explorer import stages as registry  # noqa: E402
-from explorer.training.denoise import DenoiseConfig  # noqa: E402
+from explorer import stages as registry
+from explorer.training.denoise import DenoiseConfig
 
 
 def parse_size(text: str) -> tuple[int, int]:

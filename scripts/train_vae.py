@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from explorer.training.common import Checkpointer  # noqa: E402
-from explorer.training.vae import VAETrainConfig, export_vae, train_vae  # noqa: E402
+from explorer.training.common import Checkpointer
+from explorer.training.vae import VAETrainConfig, export_vae, train_vae
 
 
 def main() -> int:

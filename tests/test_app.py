@@ -29,8 +29,10 @@ import gradio as gr  # noqa: E402
 from app import plots, tab_compare, tab_flops, tab_funnels, tab_gates, tab_latency, tab_tradeoff  # noqa: E402
 from app.context import AppContext  # noqa: E402
 from app.ui import banner, build_app, launch_kwargs, status_rows  # noqa: E402
-from explorer import app_support as S  # noqa: E402
+from explorer import records as R  # noqa: E402
+from explorer import serving as S  # noqa: E402
 from explorer import stages as registry  # noqa: E402
+from explorer.transforms import pruning_rules as P  # noqa: E402
 from explorer.video import video_info  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -265,12 +267,12 @@ def test_base_pipeline_variants_offline(tmp_path: Path, photo: str) -> None:
             by["base/svd-512"]["stats"]["tflops_nfe_full"]["value"]
         assert by["svd"]["status"] == "unavailable" and "no stage folder" in by["svd"]["reason"]
         unet = c.catalog.pipeline("base/svd")[0].unet
-        assert S.zero_shot_kept(unet, 5, "blend") == S.zero_shot_kept(unet, 5, "structural")  # ties -> structural
+        assert P.zero_shot_kept(unet, 5, "blend") == P.zero_shot_kept(unet, 5, "structural")  # ties -> structural
         with torch.no_grad():
             for info in __import__("explorer.transforms.temporal_gates", fromlist=["x"]).temporal_blocks(unet):
                 mixer = dict(unet.named_modules())[info.mixer_path]
                 mixer.mix_factor.fill_(-3.0 if info.index in (2, 30) else 3.0)  # 2 and 30 mix in the most
-        assert S.zero_shot_kept(unet, 2, "blend") == [2, 30]
+        assert P.zero_shot_kept(unet, 2, "blend") == [2, 30]
     finally:
         c.close()
 
@@ -289,40 +291,40 @@ def test_records_are_read_defensively(tmp_path: Path) -> None:
     (lat / "b.json").write_text(json.dumps({"records": [{"stage": "svd", "status": "oom", "median_ms": None},
                                                         "junk"]}))
     (lat / "c.json").write_text("{broken")
-    rows, problems = S.read_latency(ck)
+    rows, problems = R.read_latency(ck)
     assert [r["status"] for r in rows] == ["passed", "oom"] and rows[0]["median_ms"] == 1780.5
     assert rows[0]["peak_memory"] == "100-200 MB" and len(problems) == 2
     table, fig, note = tab_latency.rows_view(type("C", (), {"checkpoints": ck})())
-    assert len(table) == 2 + len(S.paper_latency_rows()) and "Not shown" in note
-    assert any(r["status"] == "oom" and r["source"].startswith("paper") for r in S.paper_latency_rows())
+    assert len(table) == 2 + len(R.paper_latency_rows()) and "Not shown" in note
+    assert any(r["status"] == "oom" and r["source"].startswith("paper") for r in R.paper_latency_rows())
 
     (ck / "svd").mkdir()
     (ck / "svd" / "metrics.json").write_text(json.dumps({"stage": "svd", "nfe": 50, "clips": 64, "fvd_proxy": "NaN"}))
-    m = S.read_metrics(ck / "svd")
+    m = R.read_metrics(ck / "svd")
     assert m["ok"] is False and "fvd_proxy" in m["reason"]
     (ck / "svd" / "metrics.json").write_text(json.dumps({"stage": "svd", "nfe": 50, "clips": 64, "fvd_proxy": 1.5,
                                                          "baselines": [{"stage": "baseline-static",
                                                                         "fvd_proxy": 3}]}))
-    assert S.read_metrics(ck / "svd")["ok"] and S.all_metrics(ck)[0][0]["baselines"][0]["fvd_proxy"] == 3
+    assert R.read_metrics(ck / "svd")["ok"] and R.all_metrics(ck)[0][0]["baselines"][0]["fvd_proxy"] == 3
 
-    assert not S.read_gates(ck).ok and "no gates file" in S.read_gates(ck).reason
+    assert not R.read_gates(ck).ok and "no gates file" in R.read_gates(ck).reason
     tp = ck / "temporal-pruning"
     tp.mkdir()
     (tp / "gates.json").write_text(json.dumps({"importance": [0.1] * 5}))
-    assert not S.read_gates(ck).ok
+    assert not R.read_gates(ck).ok
     q = [float(i % 7) for i in range(38)]
     (tp / "gates.json").write_text(json.dumps({"n": 11, "importance": q, "history": [
         {"step": 0, "importance": [0.0] * 38}, {"step": 10, "probabilities": [11 / 38] * 38}, {"step": "x"}]}))
-    g = S.read_gates(ck)
+    g = R.read_gates(ck)
     assert g.ok and len(g.kept) == 11 and sum(g.probabilities) == pytest.approx(11, abs=1e-6)
     assert [h["step"] for h in g.history] == [0, 10]
     assert set(g.kept) == set(sorted(range(38), key=lambda i: (-q[i], i))[:11])
     assert g.total == 38 and g.scale == "full"  # inferred from the list lengths; full and micro share the layout
-    assert not S.read_gates(ck, total=33).ok and "33" in S.read_gates(ck, total=33).reason
+    assert not R.read_gates(ck, total=33).ok and "33" in R.read_gates(ck, total=33).reason
 
     # the file explorer.training.path writes (tiny UNet: 33 temporal blocks, 'probability', 'blocks', 'kept')
-    layout = S.temporal_layout("tiny")
-    assert len(layout) == S.temporal_block_count("tiny") == 33 and S.default_kept(33) == 10
+    layout = P.temporal_layout("tiny")
+    assert len(layout) == P.temporal_block_count("tiny") == 33 and P.default_kept(33) == 10
     q = [float((5 * i) % 33) for i in range(33)]
     kept = sorted(sorted(range(33), key=lambda i: -q[i])[:10])
     rec = {"kept": kept, "n": 10, "total": 33, "pruned_fraction": 0.7, "importance": q,
@@ -330,7 +332,7 @@ def test_records_are_read_defensively(tmp_path: Path) -> None:
            "history": [{"step": s, "importance": q, "probability": [10 / 33] * 33} for s in (0, 5)],
            "scheme": "p = projection of sigmoid(q)"}
     (tp / "gates.json").write_text(json.dumps(rec))
-    g = S.read_gates(ck)
+    g = R.read_gates(ck)
     assert g.ok, g.reason
     assert (g.total, g.n, g.kept, g.scale, g.pruned_fraction) == (33, 10, kept, "tiny", 0.7)
     assert g.probabilities == [10 / 33] * 33 and len(g.blocks) == 33 and g.scheme.startswith("p =")
@@ -338,22 +340,22 @@ def test_records_are_read_defensively(tmp_path: Path) -> None:
     for bad, match in (({"total": 38}, "38"), ({"kept": [0, 33]}, "0..32"), ({"blocks": layout[:5]}, "33"),
                        ({"probability": [0.5] * 38}, "probabilities"), ({"blocks": [{"index": 3}]}, "blocks")):
         (tp / "gates.json").write_text(json.dumps({**rec, **bad}))
-        assert not S.read_gates(ck).ok and match in S.read_gates(ck).reason, (bad, S.read_gates(ck).reason)
+        assert not R.read_gates(ck).ok and match in R.read_gates(ck).reason, (bad, R.read_gates(ck).reason)
     (tp / "gates.json").write_text(json.dumps({"importance": q, "pruned_fraction": 0.7}))  # n from the fraction
-    g = S.read_gates(ck)
+    g = R.read_gates(ck)
     assert g.ok and g.n == 10 and g.kept == kept and g.scale == "tiny"
 
     ab = ck / "ablations"
     ab.mkdir()
     (ab / "t4.json").write_text(json.dumps([{"table": "Table 4", "label": "CSI r=0.5", "fvd_proxy": 1.2,
                                              "config": {"init": "csi"}}, {"nolabel": 1}]))
-    rows, problems = S.read_ablations(ck)
+    rows, problems = R.read_ablations(ck)
     assert rows[0]["label"] == "CSI r=0.5" and len(problems) == 1
-    joined = S.ablation_comparison("Table 4", rows)  # paper rows joined by label with the project's
+    joined = R.ablation_comparison("Table 4", rows)  # paper rows joined by label with the project's
     csi = next(r for r in joined if r["label"] == "CSI r=0.5")
     assert csi["paper_fvd"] == 132 and csi["fvd_proxy"] == 1.2
     assert {r["label"] for r in joined} == {r.label for r in registry.ablation_rows("Table 4")}
-    assert S.ablation_comparison("Table 6", rows)[0].get("fvd_proxy") is None  # another table's record
+    assert R.ablation_comparison("Table 6", rows)[0].get("fvd_proxy") is None  # another table's record
 
 
 def test_trained_gates_and_measured_points_are_shown(tmp_path: Path) -> None:
@@ -398,7 +400,7 @@ def test_tiny_gates_use_the_tiny_layout(tmp_path: Path) -> None:
     """Gates trained on the tiny UNet (33 temporal blocks) drive the tab at 33, the FLOPs mapped by module path."""
     ck = tmp_path / "ck"
     (ck / "temporal-pruning").mkdir(parents=True)
-    layout = S.temporal_layout("tiny")
+    layout = P.temporal_layout("tiny")
     q = [float((5 * i) % 33) for i in range(33)]
     top = sorted(range(33), key=lambda i: (-q[i], i))
     (ck / "temporal-pruning" / "gates.json").write_text(json.dumps(
@@ -423,8 +425,8 @@ def test_tiny_gates_use_the_tiny_layout(tmp_path: Path) -> None:
     finally:
         c.close()
     with pytest.raises(gr.Error, match="0..32"):
-        tab_flops._kept("0,33", S.temporal_block_count("tiny"))
-    assert tab_flops._kept("0,37", S.temporal_block_count("full")) == [0, 37]
+        tab_flops._kept("0,33", P.temporal_block_count("tiny"))
+    assert tab_flops._kept("0,37", P.temporal_block_count("full")) == [0, 37]
 
 
 def test_tab_views_with_and_without_records(ctx: AppContext, tmp_path: Path) -> None:
@@ -531,7 +533,7 @@ def test_named_endpoints_with_gradio_client(tmp_path: Path, photo: str) -> None:
             client.predict(handle_file(str(bad)), ["svd-512"], None, 0, False, 127, 7, 0.02, 11, "blend", 0.5,
                            api_name="/compare")
         lat = client.predict(api_name="/latency")
-        assert len(lat[0]["data"]) == len(S.paper_latency_rows())
+        assert len(lat[0]["data"]) == len(R.paper_latency_rows())
         summary_md, *_ = client.predict("mobilevd", "full", 0, 0, 0, "", "treemap", "temporal-pruning",
                                         api_name="/flops")
         assert "TFLOPs per NFE" in summary_md
@@ -576,16 +578,16 @@ def test_tiny_pruning_is_costed_at_full_scale_by_the_one_rule() -> None:
     ``python -m explorer.flops`` show (issue 15: Compare's cards said 3.458 TFLOPs for mobilevd, the rest 4.247)."""
     from explorer.flops import stage_flops
 
-    tiny, full = S.temporal_layout("tiny"), S.temporal_layout("full")
+    tiny, full = P.temporal_layout("tiny"), P.temporal_layout("full")
     assert (len(tiny), len(full)) == (33, 38)
     kept = [0, 1, 2, 3, 27, 28, 29, 30, 31, 32]
     chain = [t if t.name != "temporal_pruning" else
              registry.Transform(t.name, {**t.params, "kept": 10, "total": 33, "blocks": kept})
              for t in registry.architecture_transforms("temporal-pruning")]  # as the trained stage records them
-    mapped, note = S.transforms_for_scale(chain, "full")
+    mapped, note = P.transforms_for_scale(chain, "full")
     pruning = next(t for t in mapped if t.name == "temporal_pruning")
     assert not {"total", "blocks", "kept"} & set(pruning.params) and "default 11 of 38" in note
-    assert S.transforms_for_scale(chain, "tiny") == (chain, "")  # same scale: unchanged
+    assert P.transforms_for_scale(chain, "tiny") == (chain, "")  # same scale: unchanged
     card = stage_flops("temporal-pruning", "full", transforms=mapped).tflops
     assert card == pytest.approx(stage_flops("temporal-pruning", "full").tflops, rel=1e-9)
 

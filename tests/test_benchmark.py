@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from explorer import benchmarking
 from explorer import latency as lat
 from explorer import stages as registry
+from scripts import benchmark as bench
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("benchmark_script", ROOT / "scripts" / "benchmark.py")
-bench = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]
-sys.modules["benchmark_script"] = bench  # dataclasses look their module up while the script executes
-_spec.loader.exec_module(bench)  # type: ignore[union-attr]
 
 
 
@@ -42,31 +38,31 @@ def test_micro_stages_write_valid_records_with_baseline(tmp_path: Path, capsys: 
 
 
 def test_stage_list_always_starts_with_the_baseline() -> None:
-    assert bench.parse_stages("mobilevd") == ["svd-512", "channel-funnels"]
-    assert bench.parse_stages("channel-funnels,svd-512,mobilevd") == ["svd-512", "channel-funnels"]
-    everything = bench.parse_stages("all")
+    assert benchmarking.parse_stages("mobilevd") == ["svd-512", "channel-funnels"]
+    assert benchmarking.parse_stages("channel-funnels,svd-512,mobilevd") == ["svd-512", "channel-funnels"]
+    everything = benchmarking.parse_stages("all")
     assert everything[0] == "svd-512" and sorted(everything) == sorted(registry.SLUGS)
     with pytest.raises(ValueError):
-        bench.parse_stages("nope")
+        benchmarking.parse_stages("nope")
 
 
 def test_one_failing_stage_keeps_the_others(tmp_path: Path) -> None:
-    cands = [bench.Candidate("svd-512", "eager", 8, 8, 1), bench.Candidate("mobilevd", "eager", 8, 8, 1)]
+    cands = [benchmarking.Candidate("svd-512", "eager", 8, 8, 1), benchmarking.Candidate("mobilevd", "eager", 8, 8, 1)]
 
-    def prepare(c: bench.Candidate) -> None:
+    def prepare(c: benchmarking.Candidate) -> None:
         if c.stage == "mobilevd":
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
         c.fn, c.inputs = (lambda x: x + 1), (torch.zeros(4),)
 
-    bench.measure(cands, torch.device("cpu"), warmup=1, runs=3, order="interleaved", prepare=prepare)
+    benchmarking.measure(cands, torch.device("cpu"), warmup=1, runs=3, order="interleaved", prepare=prepare)
     assert cands[0].status == "passed" and len(cands[0].times_ms) == 3
     assert cands[1].status == "oom" and cands[1].times_ms == [] and "out of memory" in cands[1].error
 
 
 def test_cpu_timer_and_oom_detection() -> None:
-    timer = bench.Timer(torch.device("cpu"))
+    timer = benchmarking.Timer(torch.device("cpu"))
     assert timer(lambda x: x * 2, (torch.ones(3),)) > 0
-    assert bench._is_oom(MemoryError()) and not bench._is_oom(ValueError("shape mismatch"))
+    assert benchmarking.is_oom(MemoryError()) and not benchmarking.is_oom(ValueError("shape mismatch"))
 
 
 def test_cuda_request_without_cuda_is_a_message(capsys: pytest.CaptureFixture[str]) -> None:

@@ -13,17 +13,6 @@ from explorer import stages as registry
 from explorer.pipeline import generate, load_stage
 from explorer.training.path import ORDER, Plan, build_path
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _script(name: str):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"{name}_script", ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
-
 
 @pytest.fixture(scope="module")
 def quick_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -78,7 +67,7 @@ def test_compare_script_writes_playable_videos(quick_path: Path, tmp_path: Path,
     from PIL import Image
 
     from explorer.video import video_info
-    compare_main = _script("compare").main
+    from scripts.compare import main as compare_main
 
     img = tmp_path / "in.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 60, 3), dtype=np.uint8)).save(img)
@@ -103,7 +92,7 @@ def test_compare_script_writes_playable_videos(quick_path: Path, tmp_path: Path,
 def test_bench_generate_reports_ratios_measured_together(quick_path: Path, tmp_path: Path) -> None:
     import json
 
-    bench_main = _script("bench_generate").main
+    from scripts.bench_generate import main as bench_main
 
     out = tmp_path / "bench.json"
     assert bench_main(["--stages", "svd,mobilevd", "--checkpoints", str(quick_path / "ckpt"), "--runs", "1",
@@ -118,7 +107,7 @@ def test_bench_generate_reports_ratios_measured_together(quick_path: Path, tmp_p
 
 @pytest.mark.slow
 def test_ablation_rows_of_every_method_train_score_and_are_read_by_the_app(quick_path: Path) -> None:
-    from explorer.app_support import read_ablations
+    from explorer.records import read_ablations
     from explorer.training.ablations import ABLATIONS, AblationRunner, quick_budget
 
     keys = ["t3-temporal-only", "t4-he-init-r-0-5", "t5-funnels-merged-before-finetuning", "t5-baseline",

@@ -74,7 +74,7 @@ def test_sources_never_cross_splits(monkeypatch: pytest.MonkeyPatch) -> None:
         used.add(name)
         return real(name)
 
-    monkeypatch.setattr(D, "_pyramid", spy)
+    monkeypatch.setattr("explorer.data.render._pyramid", spy)  # where the renderer looks it up
     for split in D.SPLITS:
         used.clear()
         masks: set[str] = set()

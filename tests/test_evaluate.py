@@ -3,19 +3,18 @@ step overrides, metrics.json, skipped stages, and the --i3d path with a stand-in
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from explorer import evaluation
 from explorer.components import build_pipeline
 from explorer.fvd_proxy import ProxyConfig, ProxyNet, save_proxy
 from explorer.pipeline import StageRecord, save_stage
+from scripts import evaluate as evaluate_script
 
-ROOT = Path(__file__).resolve().parents[1]
 SHARED = ("vae", "image_encoder", "feature_extractor", "scheduler")
 REQUIRED = {"stage", "nfe", "clips", "fvd_proxy", "first_frame_psnr", "motion_spearman", "seconds_per_clip",
             "resolution", "source", "command"}
@@ -35,19 +34,11 @@ class StandInI3D(torch.nn.Module):
         return self.proj(x.mean(dim=(2, 3, 4)))
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("evaluate_script", ROOT / "scripts" / "evaluate.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["evaluate_script"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def ev():
     old = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield _load_script()
+    yield evaluate_script
     torch.set_num_threads(old)
 
 
@@ -133,11 +124,11 @@ def test_argument_errors(ev) -> None:
     with pytest.raises(SystemExit):
         ev.parse_overrides(["lowres-ft=0"])
     with pytest.raises(ValueError):
-        ev.select_stages("not-a-stage")
-    assert ev.select_stages("lowres-ft,svd,baseline-static") == ["svd", "lowres-ft"]
+        evaluation.select_stages("not-a-stage")
+    assert evaluation.select_stages("lowres-ft,svd,baseline-static") == ["svd", "lowres-ft"]
     assert ev.parse_overrides(["mobilevd=1"]) == {"channel-funnels": 1}
-    assert ev._steps_suffix(1) == "@1step" and ev._steps_suffix(4) == "@4steps"
-    assert ev._finite({"a": float("inf"), "b": [float("nan"), 1.0]}) == {"a": None, "b": [None, 1.0]}
+    assert evaluation.steps_suffix(1) == "@1step" and evaluation.steps_suffix(4) == "@4steps"
+    assert evaluation.json_safe({"a": float("inf"), "b": [float("nan"), 1.0]}) == {"a": None, "b": [None, 1.0]}
 
 
 def test_untrained_baseline_of_a_stage_that_references_another_unet(ev, setup, capsys) -> None:

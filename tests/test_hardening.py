@@ -35,7 +35,7 @@ import gradio as gr  # noqa: E402
 
 from app import tab_compare  # noqa: E402
 from app.ui import build_app, launch_kwargs  # noqa: E402
-from explorer import app_support as S  # noqa: E402
+from explorer import serving as S  # noqa: E402
 from explorer.pipeline import ImageInputError, load_image, prepare_image  # noqa: E402
 from explorer.video import read_video  # noqa: E402
 
@@ -630,12 +630,9 @@ def test_checked_paths_are_confined(tmp_path: Path, photo: str) -> None:
 
 
 def test_server_binds_localhost_by_default(monkeypatch) -> None:
-    import importlib.util
+    import app.main as mod
 
     monkeypatch.delenv("GRADIO_SERVER_NAME", raising=False)
-    spec = importlib.util.spec_from_file_location("app_main", ROOT / "app.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
     assert mod.parse_args([]).host == "127.0.0.1" and not mod.parse_args([]).share
     assert mod.parse_args(["--host", "0.0.0.0"]).host == "0.0.0.0"
 

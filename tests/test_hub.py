@@ -42,7 +42,7 @@ def _hub_cache(cache: Path, src: Path) -> None:
 
 def test_checkpoints_repo_loads_offline_from_the_cache(checkpoints: Path, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    from explorer.app_support import StageCatalog
+    from explorer.serving import StageCatalog
 
     cache = tmp_path / "hub"
     _hub_cache(cache, checkpoints)
@@ -60,7 +60,7 @@ def test_checkpoints_repo_loads_offline_from_the_cache(checkpoints: Path, tmp_pa
 
 def test_a_partial_download_is_that_stage_unavailable(checkpoints: Path, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    from explorer.app_support import StageCatalog
+    from explorer.serving import StageCatalog
 
     cache = tmp_path / "hub"
     _hub_cache(cache, checkpoints)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -12,16 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from explorer import export
+from explorer import export, qnn
 from explorer import latency as lat
 from explorer.models import unet_config
+from explorer.qnn import reference as qnn_reference
+from scripts import qnn_runner as runner
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures"
-_spec = importlib.util.spec_from_file_location("qnn_runner_script", ROOT / "scripts" / "qnn_runner.py")
-runner = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]
-sys.modules["qnn_runner_script"] = runner  # dataclasses look their module up while the script executes
-_spec.loader.exec_module(runner)  # type: ignore[union-attr]
 
 
 @pytest.fixture(autouse=True)
@@ -112,44 +109,44 @@ def test_qnn_sdk_without_sdk(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_parse_ai_hub_profile_fixture() -> None:
-    parsed = runner.parse_ai_hub_profile(json.loads((FIXTURES / "ai_hub_profile.json").read_text()))
+    parsed = qnn.parse_ai_hub_profile(json.loads((FIXTURES / "ai_hub_profile.json").read_text()))
     assert parsed["median_ms"] == pytest.approx(1783.450) and parsed["runs"] == 5
     assert parsed["min_ms"] == pytest.approx(1777.002) and parsed["max_ms"] == pytest.approx(1802.001)
     assert parsed["estimated_ms"] == pytest.approx(1779.876)
     assert parsed["peak_memory"] == pytest.approx([12.0, 1311768576 / 2**20])
     assert parsed["first_load_ms"] == pytest.approx(2843.211)
     assert parsed["compute_units"] == {"NPU": 5, "CPU": 1} and parsed["compute_unit"] == "NPU+CPU"
-    old = runner.parse_ai_hub_profile({"execution_summary": {"estimated_inference_time": 2100000,
-                                                             "estimated_inference_peak_memory": 2**30},
-                                       "execution_detail": [{"compute_unit": "NPU"}]})
+    old = qnn.parse_ai_hub_profile({"execution_summary": {"estimated_inference_time": 2100000,
+                                                          "estimated_inference_peak_memory": 2**30},
+                                    "execution_detail": [{"compute_unit": "NPU"}]})
     assert old["median_ms"] == 2100.0 and old["runs"] == 1 and old["peak_memory"] == [1024.0, 1024.0]
     with pytest.raises(ValueError, match="not an AI Hub profile"):
-        runner.parse_ai_hub_profile({"foo": 1})
+        qnn.parse_ai_hub_profile({"foo": 1})
 
 
 def test_parse_qnn_profile_viewer_fixture() -> None:
-    parsed = runner.parse_qnn_profile_viewer((FIXTURES / "qnn_profile_viewer.txt").read_text())
+    parsed = qnn.parse_qnn_profile_viewer((FIXTURES / "qnn_profile_viewer.txt").read_text())
     assert parsed["median_ms"] == pytest.approx(1783.214) and parsed["mean_ms"] == parsed["median_ms"]
     assert parsed["min_ms"] == pytest.approx(1770.042) and parsed["max_ms"] == pytest.approx(1821.775)
     assert parsed["first_load_ms"] == pytest.approx(1412.907)
     assert parsed["accelerator_ms"]["average"] == pytest.approx(1778.230)
     assert parsed["backend_version"].startswith("2.31.0")
     with pytest.raises(ValueError, match="Execute Stats"):
-        runner.parse_qnn_profile_viewer("nothing here")
+        qnn.parse_qnn_profile_viewer("nothing here")
 
 
 def test_parse_ort_profile_fixture() -> None:
-    parsed = runner.parse_ort_profile(json.loads((FIXTURES / "ort_profile.json").read_text()))
+    parsed = qnn.parse_ort_profile(json.loads((FIXTURES / "ort_profile.json").read_text()))
     assert parsed["runs"] == 3 and 0 < parsed["min_ms"] <= parsed["median_ms"] <= parsed["max_ms"]
     assert {"Conv", "Softmax", "MatMul"} <= set(parsed["ms_per_op_type"])
     assert parsed["peak_memory"] and parsed["peak_memory"][0] > 0
 
 
 def test_failures_are_classified() -> None:
-    assert runner.classify_failure((FIXTURES / "qnn_net_run_oom.log").read_text()) == "oom"
-    assert runner.classify_failure("Job failed: the model ran Out Of Memory on device") == "oom"
-    assert runner.classify_failure("OOM while loading") == "oom"
-    assert runner.classify_failure("Graph finalize failed: op not supported in room 4") == "failed"
+    assert qnn.classify_failure((FIXTURES / "qnn_net_run_oom.log").read_text()) == "oom"
+    assert qnn.classify_failure("Job failed: the model ran Out Of Memory on device") == "oom"
+    assert qnn.classify_failure("OOM while loading") == "oom"
+    assert qnn.classify_failure("Graph finalize failed: op not supported in room 4") == "failed"
 
 
 @pytest.mark.parametrize(("backend", "fixture", "median"), [
@@ -191,7 +188,7 @@ def test_onnxruntime_backend_measures_and_compares(tmp_path: Path, monkeypatch: 
             return export.UNetForExport(loaded.unet)(*(torch.from_numpy(feeds[n]) for n in export.INPUT_NAMES)
                                                      ).double().numpy()
 
-    monkeypatch.setattr(runner, "torch_reference", reference)
+    monkeypatch.setattr(qnn_reference, "torch_reference", reference)
     out = tmp_path / "cpu.json"
     rc = runner.main(["--stage", "svd-512", "--scale", "micro", "--backend", "onnxruntime", "--onnx",
                       str(result.folder), "--size", "32x32", "--frames", "4", "--runs", "2", "--warmup", "1",
@@ -213,10 +210,10 @@ def test_onnxruntime_several_stages_are_timed_in_interleaved_rounds(tmp_path: Pa
                                 export.export_inputs(loaded.unet, "micro", 32, 32, 4))
     args = runner.parse_args(["--backend", "onnxruntime", "--scale", "micro", "--runs", "3", "--warmup", "0",
                               "--no-compare", "--no-write"])
-    jobs = [runner.make_job(s, "micro", tmp_path / "work", str(result.folder), (32, 32), 4)
+    jobs = [qnn.make_job(s, "micro", tmp_path / "work", str(result.folder), (32, 32), 4)
             for s in ("svd-512", "mobilevd")]
-    jobs.append(runner.make_job("lowres-ft", "micro", tmp_path / "work", str(tmp_path / "missing.onnx"), (32, 32), 4))
-    recs = runner.execute_ort_interleaved(jobs, args, "run-1")
+    jobs.append(qnn.make_job("lowres-ft", "micro", tmp_path / "work", str(tmp_path / "missing.onnx"), (32, 32), 4))
+    recs = qnn.execute_ort_interleaved(jobs, args, "run-1")
     lat.add_speedups(recs)
     assert [r.status for r in recs] == ["passed", "passed", "failed"]  # a broken stage keeps the others
     assert all(r.runs == 3 and "interleaved" in r.notes for r in recs[:2])

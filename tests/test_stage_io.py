@@ -378,7 +378,7 @@ def test_shared_component_conflict_is_an_error(tmp_path: Path, pipe) -> None:
 
 def test_unet_is_built_on_meta_without_random_init(checkpoints: Path, monkeypatch) -> None:
     """Loading must not pay for a random initialisation (17 s for full SVD on 2 cores): build on meta, assign."""
-    import explorer.pipeline as pipeline_mod
+    import explorer.pipeline.folder as pipeline_mod  # load_unet looks _build_transformed_unet up there
 
     devices: list[str] = []
     real = pipeline_mod._build_transformed_unet

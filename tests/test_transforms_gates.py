@@ -9,22 +9,20 @@ import torch
 from diffusers import UNetSpatioTemporalConditionModel
 from torch.utils.flop_counter import FlopCounterMode
 
+from explorer.flops import block_cost_paths, block_costs, kept_range
 from explorer.models import build_unet, unet_inputs
 from explorer.stages import Transform
 from explorer.transforms import apply_transforms
 from explorer.transforms.multiscale import apply_multiscale
 from explorer.transforms.temporal_gates import (
     TemporalGates,
-    block_cost_paths,
     default_kept_blocks,
-    flops_range,
     gates_from_mask,
     l1_blend_penalty,
     l1_kept_blocks,
     project_capped_simplex,
     prune_temporal_blocks,
     systematic_sample,
-    temporal_block_flops,
     temporal_blocks,
     temporal_weights,
 )
@@ -168,18 +166,20 @@ def test_pruning_removes_blocks_and_matches_gates(micro64, reference) -> None:
 
 def test_pruning_flops_additive_and_structural_on_meta() -> None:
     base = apply_multiscale(build_unet("micro", "meta"), 2, 1)
-    per_block = temporal_block_flops(base, 8, 8, 4)
+    floor_of_model, costs = block_costs(base, unet_inputs(base, 8, 8, 4, device="meta"))
+    per_block = dict(enumerate(costs))  # block index = position
     none = prune_temporal_blocks(copy.deepcopy(base), [])
     some = apply_transforms(copy.deepcopy(base), [Transform("temporal_pruning", {"kept": 11, "blocks": KEEP})])
     floor, total = flops(none), flops(base)
     assert floor < flops(some) < total
     assert flops(some) == floor + sum(per_block[i] for i in KEEP)  # costs are additive
     assert total == floor + sum(per_block.values())
-    low, high = flops_range(per_block, 11)
+    assert floor_of_model == floor  # the floor derived from one count is the all-pruned model's count
+    low, high = kept_range(0, costs, 11)
     assert low <= sum(per_block[i] for i in KEEP) <= high
     assert all(p.device.type == "meta" for p in some.parameters())
     info = temporal_blocks(base)[1]
-    assert block_cost_paths(base, info)[-1].endswith("time_pos_embed")
+    assert block_cost_paths(info)[-1].endswith("time_pos_embed")
     with pytest.raises(ValueError, match="38"):
         apply_transforms(copy.deepcopy(base), [Transform("temporal_pruning", {"kept": 11, "total": 40})])
 

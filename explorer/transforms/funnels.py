@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -614,3 +615,48 @@ def apply_truncated_svd(unet: nn.Module, rank_factor: float, kinds: Sequence[str
         if isinstance(attn.to_out[0], nn.Linear):
             attn.to_out[0] = truncated_svd_linear(attn.to_out[0], rank_factor)
     return unet
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The stage's architecture at another fun-factor (the Funnels tab's slider and its FLOPs)
+
+
+def funnel_chain(r: float) -> list[Any]:
+    """The channel-funnels stage's architecture transforms with fun-factor ``r`` (rounded to 4 digits, so that
+    a slider value and a typed one give the same architecture and the same cached count)."""
+    from explorer import stages as registry
+
+    chain = []
+    for t in registry.architecture_transforms("channel-funnels"):
+        if t.name == "channel_funnels":
+            t = registry.Transform(t.name, {**t.params, "fun_factor": round(float(r), 4)})
+        chain.append(t)
+    return chain
+
+
+def attention_widths(r: float, scale: str = "full") -> list[dict[str, Any]]:
+    """Per attention layer: kind, heads, head dim and q/k/v/o widths before (temporal-pruning) and after
+    channel funnels at fun-factor ``r`` (the merged architecture built on the meta device)."""
+    from explorer.architecture import build_stage_unet
+
+    before, _ = build_stage_unet("temporal-pruning", scale, device="meta")
+    after, _ = build_stage_unet("channel-funnels", scale, device="meta", transforms=funnel_chain(r))
+
+    def widths(unet: Any) -> dict[str, dict[str, Any]]:
+        out = {}
+        for path, attn, kind in attention_targets(unet):
+            heads = int(attn.heads)
+            qk = int(attn.to_q.out_features) if getattr(attn, "to_q", None) is not None else None
+            v = int(attn.to_v.out_features)
+            out[path] = {"kind": kind, "heads": heads, "qk": qk, "v": v, "head_dim_v": v // heads,
+                         "head_dim_qk": (qk // heads) if qk else None, "in": int(attn.to_v.in_features)}
+        return out
+
+    wb, wa = widths(before), widths(after)
+    rows = []
+    for path, b in wb.items():
+        a = wa.get(path, {})
+        rows.append({"layer": path, "kind": b["kind"], "heads": b["heads"],
+                     "head_dim_before": b["head_dim_v"], "head_dim_after": a.get("head_dim_v"),
+                     "qk_before": b["qk"], "qk_after": a.get("qk"), "vo_before": b["v"], "vo_after": a.get("v")})
+    return rows

@@ -22,7 +22,6 @@ inclusion probabilities -> exactly-n sampling with a straight-through estimator)
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -551,38 +550,7 @@ def l1_kept_blocks(unet: nn.Module, n: int) -> list[int]:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# FLOPs per block and the default choice
-
-
-def temporal_block_flops(
-    unet: nn.Module, height: int, width: int, frames: int, batch: int = 1
-) -> dict[int, float]:
-    """FLOPs (2 x MAC, torch's counter, meta device) of each present temporal block for one UNet evaluation.
-
-    Blocks cost additively, so any kept set costs ``base + sum(kept)`` (see :func:`block_cost_paths`).
-    Works on a meta copy; ``unet`` itself is not touched.
-    """
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from explorer.models import unet_inputs
-
-    meta = copy.deepcopy(unet).to("meta") if next(unet.parameters()).device.type != "meta" else unet
-    inputs = unet_inputs(meta, height, width, frames, batch=batch, device="meta")
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        meta(**inputs)
-    counts = counter.get_flop_counts()
-    root = type(meta).__name__  # the counter names modules '<root class>.<path>'
-
-    def total(path: str) -> float:
-        return float(sum(counts.get(f"{root}.{path}", {}).values()))
-
-    return {info.index: sum(total(p) for p in block_cost_paths(meta, info)) for info in temporal_blocks(meta)}
-
-
-def flops_range(block_flops: dict[int, float], n: int) -> tuple[float, float]:
-    """(min, max) total FLOPs of the temporal blocks over all choices of ``n`` kept blocks (exact: additive)."""
-    values = sorted(block_flops.values())
-    return float(sum(values[:n])), float(sum(values[len(values) - n :]))
+# The default choice (the FLOPs of each block: explorer.flops.block_costs, the one cost model)
 
 
 def default_kept_blocks(unet: nn.Module, n: int) -> list[int]:
@@ -608,18 +576,3 @@ def default_kept_blocks(unet: nn.Module, n: int) -> list[int]:
 
     ranked = sorted(infos, key=lambda b: (b.kind != "transformer", depth(b), b.side != "up", b.index))
     return sorted(b.index for b in ranked[:n])
-
-
-def block_cost_paths(unet: nn.Module, info: TemporalBlockInfo) -> list[str]:
-    """Module paths whose FLOPs (subtrees) make up the cost of temporal block ``info``.
-
-    The block itself (and its mixer, FLOP-free), plus ``time_pos_embed`` of a one-layer transformer model,
-    which disappears with its only temporal layer. For models with several layers the shared
-    ``time_pos_embed`` is left out (it is removed only when all their layers are), keeping costs additive.
-    """
-    paths = list(info.param_paths)
-    if info.kind == "transformer":
-        container = dict(unet.named_modules())[info.container]
-        if len(container.transformer_blocks) == 1:
-            paths.append(f"{info.container}.time_pos_embed")
-    return paths
