@@ -537,8 +537,9 @@ def fill_cards(state: dict[str, Any] | None) -> list[Any]:
 # Layout
 
 
-def build(ctx: AppContext) -> dict[str, Any]:
-    """The Compare tab's components and events; returns handles other tabs reuse (image, seed, ...)."""
+def _input_panel(ctx: AppContext) -> tuple[Any, ...]:
+    """The left column (image, examples, stages, per-stage table, zero-shot knobs, shared conditioning) and the
+    right column (what the models see, input notes, the progress board)."""
     cat = ctx.catalog
     choices = [(e.label, e.key) for e in cat.entries.values()]
     default = [k for k in DEFAULT_STAGES if k in cat.entries]
@@ -590,6 +591,12 @@ def build(ctx: AppContext) -> dict[str, Any]:
             cond_text = gr.Markdown("Upload an image or pick an example.", label="input notes")
             board = gr.HTML(_board([], {}, "no run yet"), label="progress", elem_id="mvd-board")
             seed_used = gr.Number(label="seed used", interactive=False, precision=0)
+    return (image, examples, stages, table, all_steps, apply_steps, reset, zs_n, zs_heuristic, zs_r, seed, randomize,
+            motion, fps, noise, go_btn, cond, cond_text, board, seed_used)
+
+
+def _result_panel() -> tuple[Any, ...]:
+    """The result cards (one column per stage, hidden until filled), the side-by-side, downloads and numbers."""
     gr.Markdown("### Results — every number says where it came from (hover a badge)", elem_classes=["mvd-h"])
     sync = gr.Button("▶ Restart all videos in sync", size="sm", elem_id="mvd-sync")
     cards: list[Any] = []
@@ -615,6 +622,14 @@ def build(ctx: AppContext) -> dict[str, Any]:
                          interactive=False, wrap=True, elem_id="mvd-stats", max_height=1400)
     with gr.Accordion("Raw result (JSON, as the API returns it)", open=False):
         summary = gr.JSON(label="summary")
+    return sync, cards, sbs, dl_mp4, dl_png, grid, stats, summary
+
+
+def build(ctx: AppContext) -> dict[str, Any]:
+    """The Compare tab's components and events; returns handles other tabs reuse (image, seed, ...)."""
+    (image, examples, stages, table, all_steps, apply_steps, reset, zs_n, zs_heuristic, zs_r, seed, randomize, motion,
+     fps, noise, go_btn, cond, cond_text, board, seed_used) = _input_panel(ctx)
+    sync, cards, sbs, dl_mp4, dl_png, grid, stats, summary = _result_panel()
     state = gr.State()
 
     # events
