@@ -12,6 +12,7 @@ from app import plots
 from app.context import AppContext
 from app.gpu import generate_on_device
 from app.tab_compare import card_html
+from explorer import stages as registry
 from explorer.flops import kept_range
 from explorer.models import UNET_CONFIGS
 from explorer.pipeline import ImageInputError
@@ -29,7 +30,6 @@ from explorer.serving import (
 from explorer.transforms.pruning_rules import (
     default_kept,
     fraction_for,
-    kept_at_scale,
     pruned_fraction,
     scale_for_count,
     structural_order,
@@ -129,7 +129,7 @@ def slider_view(ctx: AppContext, n: int) -> tuple[Any, Any, str]:
     def by_rule(k: int) -> tuple[float, int, float]:
         """(pruned fraction, full-scale blocks kept, TFLOPs) when ``k`` of the gates' ``total`` blocks are kept."""
         frac = fraction_for(k, total)
-        kf = kept_at_scale(frac, n_svd) if 0 < k else 0
+        kf = registry.kept_count(n_svd, frac) if 0 < k else 0
         return frac, kf, (full["floor"] + sum(full["costs"][j] for j in _structural("full")[:kf])) / 1e12
 
     if total != n_svd:

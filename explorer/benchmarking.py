@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import platform
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -170,8 +169,8 @@ def measure(cands: list[Candidate], device: torch.device, warmup: int, runs: int
 
 
 def new_run_id() -> str:
-    """One id shared by every record of a run (ratios are only meaningful within a run)."""
-    return f"benchmark-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    """The benchmark run's id (``explorer.latency.new_run_id``)."""
+    return lat.new_run_id("benchmark")
 
 
 def device_label(device: torch.device, threads: int) -> tuple[str, str | None]:

@@ -66,15 +66,13 @@ def compare_stages(image: Any, stages: Sequence[str], checkpoints: str | Path, o
     ``explorer.pipeline.ImageInputError`` for an unusable image, ``StageLoadError`` for a stage that cannot be
     loaded and ``ValueError`` for settings out of range or a failed generation.
     """
-    from explorer.hub import resolve_checkpoints
-
-    root, out = resolve_checkpoints(checkpoints), Path(out)  # a folder, or a hub repo's snapshot
     slugs = [registry.resolve(s) for s in stages]
+    catalog = StageCatalog(checkpoints, placeholders="off", max_full=1)  # a folder, or a hub repo's snapshot
+    root, out = catalog.checkpoints, Path(out)
     if missing := missing_stages(root, slugs):
         raise FileNotFoundError(f"no stage folder for {', '.join(missing)} under {root} "
                                 f"(train it with scripts/build_path.py)")
     checked = check_image(image)  # decoded and validated once, for every stage
-    catalog = StageCatalog(root, placeholders="off", max_full=1)
     common = Common(seed=int(seed), fps=int(fps))  # None: the engine's defaults (bucket 127, augmentation 0.02)
     if motion_bucket_id is not None:
         common.motion_bucket_id = int(motion_bucket_id)

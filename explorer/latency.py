@@ -21,6 +21,8 @@ import os
 import platform
 import statistics
 import sys
+import time
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -216,6 +218,12 @@ def summarize_ms(times_ms: Sequence[float]) -> dict[str, float | int]:
         "max_ms": float(max(times_ms)),
         "runs": len(times_ms),
     }
+
+
+def new_run_id(prefix: str) -> str:
+    """One id shared by every record of a run (``<prefix>-<local time>-<6 hex>``): the app groups the
+    ratios measured together by it, and ratios are only meaningful within a run."""
+    return f"{prefix}-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
 
 def now_iso() -> str:

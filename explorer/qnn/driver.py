@@ -10,8 +10,6 @@ import argparse
 import json
 import os
 import sys
-import time
-import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -68,8 +66,8 @@ def check_prerequisites(backend: str, args: argparse.Namespace) -> Any:
 
 
 def new_run_id(backend: str) -> str:
-    """One id shared by every record of a run (the app groups ratios measured together by it)."""
-    return f"{backend}-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    """The QNN runner's run id, named after its backend (``explorer.latency.new_run_id``)."""
+    return lat.new_run_id(backend)
 
 
 def measure(backend: str, jobs: Sequence[Job], args: argparse.Namespace, run_id: str, client: Any

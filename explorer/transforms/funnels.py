@@ -49,6 +49,7 @@ from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 from diffusers.models.resnet import ResnetBlock2D, SpatioTemporalResBlock
 from torch import nn
 
+from explorer import stages as registry
 from explorer.transforms.cross_attention import SingleTokenCrossAttention
 
 ATTENTION_KINDS: tuple[str, ...] = ("spatial", "temporal", "cross")
@@ -624,8 +625,6 @@ def apply_truncated_svd(unet: nn.Module, rank_factor: float, kinds: Sequence[str
 def funnel_chain(r: float) -> list[Any]:
     """The channel-funnels stage's architecture transforms with fun-factor ``r`` (rounded to 4 digits, so that
     a slider value and a typed one give the same architecture and the same cached count)."""
-    from explorer import stages as registry
-
     chain = []
     for t in registry.architecture_transforms("channel-funnels"):
         if t.name == "channel_funnels":

@@ -100,11 +100,6 @@ def fraction_for(kept: int, total: int) -> float:
     return pruned_fraction() if kept == default_kept(total) else 1 - kept / total
 
 
-def kept_at_scale(fraction: float, total: int) -> int:
-    """Blocks kept out of ``total`` for a pruned ``fraction``: ``round((1 - fraction) x total)`` (38 -> 11)."""
-    return registry.kept_count(int(total), float(fraction))
-
-
 def transforms_for_scale(
     transforms: Sequence[registry.Transform] | None, scale: str
 ) -> tuple[list[registry.Transform] | None, str]:
@@ -122,7 +117,7 @@ def transforms_for_scale(
         total = t.params.get("total")
         if t.name == "temporal_pruning" and total is not None and int(total) != len(target):
             t = registry.Transform(t.name, {k: v for k, v in t.params.items() if k not in ("total", "kept", "blocks")})
-            kept = kept_at_scale(float(t.params.get("pruned_fraction", pruned_fraction())), len(target))
+            kept = registry.kept_count(len(target), float(t.params.get("pruned_fraction", pruned_fraction())))
             note = (f"{scale} scale: the documented default {kept} of {len(target)} temporal blocks (the blocks "
                     f"learned on the {int(total)}-block tiny UNet have no full-scale counterpart)")
         out.append(t)
@@ -154,6 +149,6 @@ def structural_order(scale: str = "full") -> list[int]:
 
 
 __all__ = [
-    "HEURISTICS", "default_kept", "fraction_for", "kept_at_scale", "pruned_fraction", "scale_for_count",
+    "HEURISTICS", "default_kept", "fraction_for", "pruned_fraction", "scale_for_count",
     "structural_order", "temporal_block_count", "temporal_layout", "transforms_for_scale", "zero_shot_kept",
 ]
