@@ -345,6 +345,10 @@ def test_concurrent_clients_each_get_their_own_result(server, client, photo: str
         print(f"\n{n} concurrent /compare clients: {wall:.1f} s wall, all match their sequential rerun")
 
 
+# 25 requests (50 until session 8: 185 s of CI time; a leak of a few MB per request still shows within 25)
+SEQUENTIAL_REQUESTS = 25
+
+
 def test_sequential_requests_do_not_grow_memory(server, client, photo: str, capsys) -> None:
     import psutil
 
@@ -354,14 +358,14 @@ def test_sequential_requests_do_not_grow_memory(server, client, photo: str, caps
     gc.collect()
     before = proc.memory_info().rss
     start = time.perf_counter()
-    for s in range(50):
+    for s in range(SEQUENTIAL_REQUESTS):
         out = compare(client, photo, seed=3000 + s)
         assert out[6]["stages"][0]["status"] == "done"
     gc.collect()
     after = proc.memory_info().rss
     growth = (after - before) / 2**20
     with capsys.disabled():
-        print(f"\n50 sequential /compare: RSS {before / 2**20:.0f} MB -> {after / 2**20:.0f} MB "
+        print(f"\n{SEQUENTIAL_REQUESTS} sequential /compare: RSS {before / 2**20:.0f} MB -> {after / 2**20:.0f} MB "
               f"({growth:+.0f} MB), {time.perf_counter() - start:.1f} s")
     assert growth < 300
 
@@ -407,7 +411,8 @@ def test_queue_is_bounded_and_overflow_is_refused_clearly(tmp_path: Path, photo:
     demo, url = _launch(tmp_path / "ck", queue_size=2)
     try:
         client = Client(url, verbose=False)
-        jobs = [client.submit(handle_file(photo), [STAGE], _slow_table(30), 6000 + i, False, 127, 7, 0.02, 11,
+        # 15 denoising steps each: a burst of 8 still overflows a queue of 2, at half the CI time of 30 steps
+        jobs = [client.submit(handle_file(photo), [STAGE], _slow_table(15), 6000 + i, False, 127, 7, 0.02, 11,
                               "blend", 0.5, api_name="/compare") for i in range(8)]
         done, refused = [], []
         for i, job in enumerate(jobs):

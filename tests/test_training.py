@@ -44,6 +44,25 @@ def test_denoise_is_exact_for_perfect_v() -> None:
     assert torch.allclose(out, x0, atol=1e-5)
 
 
+def test_frame0_weight_reweights_only_frame_0(monkeypatch: pytest.MonkeyPatch) -> None:
+    """frame0_weight scales frame 0's share of the loss against the others; the per-frame weights average 1."""
+    from explorer.training import denoise as D
+
+    monkeypatch.setattr(D.edm, "denoise", lambda unet, noisy, *a: torch.zeros_like(noisy))
+    x0 = torch.zeros(2, 14, 4, 3, 3)
+    cond = D.Conditioning(x0, torch.zeros(2, 4, 3, 3), torch.zeros(2, 1, 8), torch.zeros(2, 3))
+
+    def loss(frame: int, weight: float) -> float:
+        cond.latents = x0.clone()
+        cond.latents[:, frame] = 1.0
+        return D.denoise_loss(None, cond, torch.Generator().manual_seed(0), 0.7, 1.6, 0.0, weight).item()
+
+    assert loss(0, 1.0) == pytest.approx(loss(5, 1.0))
+    assert loss(0, 8.0) / loss(0, 1.0) == pytest.approx(8 * 14 / 21)  # frame 0: 8 / mean weight (8 + 13) / 14
+    assert loss(5, 8.0) / loss(5, 1.0) == pytest.approx(14 / 21)
+    assert DenoiseConfig().frame0_weight == 1.0  # SVD's objective unless a plan asks otherwise
+
+
 def test_lr_schedule_and_ema() -> None:
     assert lr_at(0, 1.0, 10, 100) == pytest.approx(0.1)
     assert lr_at(100, 1.0, 10, 100, min_ratio=0.1) == pytest.approx(0.1)

@@ -45,6 +45,9 @@ class DenoiseConfig:
     aug_mean: float = -3.0  # noise augmentation strength ~ log-normal(-3, 0.5), as SVD
     aug_std: float = 0.5
     cond_dropout: float = 0.1
+    # loss weight of frame 0 relative to each other frame (weights renormalised to mean 1): frame 0's target is the
+    # conditioning image itself, and a tiny UNet given 1/14 of the loss for it learns slowly to carry that image
+    frame0_weight: float = 1.0
     ema_decay: float = 0.999
     # EMA decay ramp (1 + n) / (ema_warmup + n): with 10 the full decay is reached after ~9K updates; with the
     # old 100, 0.9995 needed ~200K updates, far beyond any CPU run (a decay never reached)
@@ -119,8 +122,10 @@ def denoise_loss(
     p_mean: float,
     p_std: float,
     cond_dropout: float,
+    frame0_weight: float = 1.0,
 ) -> torch.Tensor:
-    """EDM-weighted x0 loss (= unit-weight v loss) at log-normal noise levels, with conditioning dropout."""
+    """EDM-weighted x0 loss (= unit-weight v loss) at log-normal noise levels, with conditioning dropout;
+    ``frame0_weight``: frame 0's weight relative to each other frame (the per-frame weights have mean 1)."""
     x0 = cond.latents
     b = x0.shape[0]
     sigma = edm.lognormal_sigmas(b, p_mean, p_std, generator).to(x0.device)
@@ -130,8 +135,13 @@ def denoise_loss(
     image_latents = cond.image_latents * keep.view(b, 1, 1, 1)
     embeds = cond.image_embeds * keep.view(b, 1, 1)
     denoised = edm.denoise(unet, noisy, sigma, image_latents, embeds, cond.time_ids.to(x0.device))
-    w = edm.loss_weight(sigma).view(b, 1, 1, 1, 1)
-    return (w * (denoised - x0) ** 2).mean()
+    err = edm.loss_weight(sigma).view(b, 1, 1, 1, 1) * (denoised - x0) ** 2
+    if frame0_weight != 1.0:
+        frames = x0.shape[1]
+        per_frame = torch.ones(frames, device=x0.device)
+        per_frame[0] = frame0_weight
+        err = err * (per_frame / per_frame.mean()).view(1, frames, 1, 1, 1)
+    return err.mean()
 
 
 def _batches(cfg: DenoiseConfig, start_clip: int) -> Iterator[dict[str, torch.Tensor]]:
@@ -208,7 +218,7 @@ def train_denoiser(
             batch = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in next(batches).items()}
             cond = encode_batch(batch, vae, image_encoder, gen, cfg.aug_mean, cfg.aug_std,
                                 embed_grad=cfg.train_image_encoder)
-        loss = denoise_loss(unet, cond, gen, cfg.p_mean, cfg.p_std, cfg.cond_dropout)
+        loss = denoise_loss(unet, cond, gen, cfg.p_mean, cfg.p_std, cfg.cond_dropout, cfg.frame0_weight)
         opt.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         if cfg.grad_clip:

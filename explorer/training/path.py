@@ -53,6 +53,10 @@ class Plan:
     # high-sigma emphasis while pretraining (SVD's video setting is 0.7 / 1.6; the finetunes use it)
     pretrain_p_mean: float = 1.5
     pretrain_p_std: float = 1.4
+    # frame 0's loss weight in the 128x64 phase (docs/training.md, session 8: a paired probe at 64x32 gained 0.44 dB
+    # of sampled frame-0 PSNR in 300 steps where weight 1 gained nothing); the 64x32 phase ran with 1
+    pretrain_frame0_weight: float = 8.0
+    pretrain_small_frame0_weight: float = 1.0
     curriculum_start: float = 2.0  # max motion (ref px per frame) at the start of pretraining ...
     curriculum_steps: int = 4000  # ... reaching the full range after these steps (of each pretraining phase)
     probe_every: int = 1000  # learning-curve rows (runs/<phase>/curve.jsonl)
@@ -205,18 +209,19 @@ class PathBuilder:
     def latent_cache(self) -> dict[str, Any]:
         return self._build_cache(self.plan.pretrain_size, self.plan.cache_clips)
 
-    def _pretrain_cfg(self, name: str, size: tuple[int, int], steps: int, batch: int) -> DenoiseConfig:
+    def _pretrain_cfg(self, name: str, size: tuple[int, int], steps: int, batch: int,
+                      frame0_weight: float) -> DenoiseConfig:
         p = self.plan
         return self._denoise_cfg(name, size, steps, batch, cache=str(self._cache_dir(size)), p_mean=p.pretrain_p_mean,
                                  p_std=p.pretrain_p_std, curriculum_start=p.curriculum_start,
-                                 curriculum_steps=min(p.curriculum_steps, steps))
+                                 curriculum_steps=min(p.curriculum_steps, steps), frame0_weight=frame0_weight)
 
     def svd_pretrain_small(self) -> dict[str, Any]:
         p = self.plan
         if p.pretrain_small_steps <= 0:
             return {"skipped": True}
         cfg = self._pretrain_cfg("svd-pretrain-small", p.pretrain_small_size, p.pretrain_small_steps,
-                                 p.pretrain_small_batch)
+                                 p.pretrain_small_batch, p.pretrain_small_frame0_weight)
         return train_denoise_stage("svd", cfg, None, vae_dir=str(self.vae_dir), checkpoints=None, scale=p.scale,
                                    progress=self.progress, image_encoder_dir=self.image_encoder_dir())
 
@@ -224,7 +229,8 @@ class PathBuilder:
         p = self.plan
         small = self.runs / "svd-pretrain-small"
         init = str(small) if p.pretrain_small_steps > 0 and (small / "state").exists() else None
-        cfg = self._pretrain_cfg("svd-pretrain", p.pretrain_size, p.pretrain_steps, p.pretrain_batch)
+        cfg = self._pretrain_cfg("svd-pretrain", p.pretrain_size, p.pretrain_steps, p.pretrain_batch,
+                                 p.pretrain_frame0_weight)
         return train_denoise_stage("svd", cfg, init, vae_dir=str(self.vae_dir), checkpoints=None, scale=p.scale,
                                    progress=self.progress, image_encoder_dir=self.image_encoder_dir())
 
