@@ -16,6 +16,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from explorer import randomness
+from explorer.randomness import Random
+
 SIGMA_MIN = 0.002
 SIGMA_MAX = 700.0
 
@@ -42,10 +45,11 @@ def loss_weight(sigma: torch.Tensor) -> torch.Tensor:
 
 
 def lognormal_sigmas(
-    n: int, p_mean: float, p_std: float, generator: torch.Generator | None = None, device: str = "cpu"
+    n: int, p_mean: float, p_std: float, generator: Random = None, device: str = "cpu"
 ) -> torch.Tensor:
-    """Training noise levels ln(s) ~ N(p_mean, p_std^2) (EDM; SVD uses p_mean 0.7, p_std 1.6 for video)."""
-    return torch.exp(p_mean + p_std * torch.randn(n, generator=generator)).to(device)
+    """Training noise levels ln(s) ~ N(p_mean, p_std^2) (EDM; SVD uses p_mean 0.7, p_std 1.6 for video);
+    ``generator``: a torch.Generator or an :class:`explorer.randomness.RowRandom` (one stream per batch row)."""
+    return torch.exp(p_mean + p_std * randomness.randn(generator, n)).to(device)
 
 
 def karras_sigmas(n: int, sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX, rho: float = 7.0) -> torch.Tensor:

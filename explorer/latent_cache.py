@@ -36,7 +36,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from explorer import data, edm
+from explorer import data, edm, randomness
+from explorer.randomness import Random
 from explorer.vae import is_linear_encoder
 
 CACHE_FORMAT = "mobilevd-explorer/latent-cache/1"
@@ -188,19 +189,22 @@ class LatentCache:
         return torch.nonzero(self.tensors["motion"] <= max_motion).flatten()
 
     def batches(self, batch: int, seed: int, start_step: int = 0,
-                max_motion: Callable[[int], float | None] | None = None) -> Iterator[CacheBatch]:
+                max_motion: Callable[[int], float | None] | None = None, processes: int = 1,
+                process_index: int = 0) -> Iterator[CacheBatch]:
         """Batch ``step`` for step = start_step, start_step+1, ...: ``batch`` distinct rows drawn uniformly from the
         rows allowed at that step (``max_motion(step)``, the motion curriculum), the same for a given seed and step
-        whether or not the run was resumed."""
-        step = start_step
+        whether or not the run was resumed. Data parallel: the step's global batch of ``processes * batch`` rows is
+        drawn once and process ``process_index`` takes its slice, so N processes see what one process with the
+        combined batch sees."""
+        step, total = start_step, batch * processes
         while True:
             cap = max_motion(step) if max_motion is not None else None
             allowed = self.rows_up_to(cap)
-            if len(allowed) < batch:
+            if len(allowed) < total:
                 allowed = torch.arange(len(self))
             rng = np.random.default_rng([seed, step])
-            pick = allowed[torch.from_numpy(rng.choice(len(allowed), size=batch, replace=False))]
-            yield self.get(pick)
+            pick = allowed[torch.from_numpy(rng.choice(len(allowed), size=total, replace=False))]
+            yield self.get(pick[process_index * batch:(process_index + 1) * batch])
             step += 1
 
 
@@ -215,7 +219,7 @@ def motion_curriculum(start_cap: float, steps: int, end_cap: float = data.MOTION
     return cap
 
 
-def cached_conditioning(batch: CacheBatch, vae: Any, generator: torch.Generator, aug_mean: float,
+def cached_conditioning(batch: CacheBatch, vae: Any, generator: Random, aug_mean: float,
                         aug_std: float, device: torch.device | str = "cpu") -> Any:
     """The :class:`~explorer.training.denoise.Conditioning` of a cached batch, with the same random draws, in the
     same order, as ``encode_batch`` makes for the same clips (noise-augmentation strength, then pixel noise)."""
@@ -225,8 +229,8 @@ def cached_conditioning(batch: CacheBatch, vae: Any, generator: torch.Generator,
     b = lat.shape[0]
     factor = int(vae.config.patch_size)
     pixel_shape = (b, 3, lat.shape[-2] * factor, lat.shape[-1] * factor)
-    aug = torch.exp(aug_mean + aug_std * torch.randn(b, generator=generator))
-    noise = torch.randn(pixel_shape, generator=generator)
+    aug = torch.exp(aug_mean + aug_std * randomness.randn(generator, b))
+    noise = randomness.randn(generator, pixel_shape)
     with torch.no_grad():
         image_latents = lat[:, 0] / vae.config.scaling_factor + aug.view(b, 1, 1, 1) * vae.encode_noise(noise)
     time_ids = edm.added_time_ids(batch.fps.float(), batch.motion_bucket_id.float(), aug)

@@ -41,20 +41,33 @@ class ClipDataset(torch.utils.data.Dataset):
 
 class ClipStream(torch.utils.data.IterableDataset):
     """Endless stream of clips ``start, start+1, ...`` for training; DataLoader workers take interleaved
-    indices (worker w of n yields start+w, start+w+n, ...), so resuming at a clip count is just ``start``."""
+    indices (worker w of n yields start+w, start+w+n, ...), so resuming at a clip count is just ``start``.
+
+    Data parallel (``processes`` > 1): the clips form global batches of ``batch * processes``, and process ``p``
+    streams its share, clips ``p * batch ... (p + 1) * batch - 1`` of each; N processes then see exactly the clips
+    one process with the combined batch sees (``start`` counts global clips)."""
 
     def __init__(self, split: str = "train", size: tuple[int, int] | str = LOWRES, seed: int = 0, start: int = 0,
-                 cache_dir: str | os.PathLike | None = None) -> None:
+                 cache_dir: str | os.PathLike | None = None, batch: int = 1, process_index: int = 0,
+                 processes: int = 1) -> None:
         self.split, self.size, self.seed, self.start = split, _parse_size(size), int(seed), int(start)
         self.cache = ClipCache(cache_dir, split, self.size, seed) if cache_dir else None
+        if not 0 <= process_index < processes or batch < 1:
+            raise ValueError(f"process {process_index} of {processes} with batch {batch}")
+        self.batch, self.process_index, self.processes = int(batch), int(process_index), int(processes)
+
+    def clip_index(self, j: int) -> int:
+        """The clip index of this process's ``j``-th clip."""
+        step, k = divmod(j, self.batch)
+        return self.start + (step * self.processes + self.process_index) * self.batch + k
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = torch.utils.data.get_worker_info()
         wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
-        i = self.start + wid
+        i = wid
         while True:
             with _render_threads():  # chunks of 8: one thread-count switch per chunk in the main process
-                chunk = [self._get(i + k * nw) for k in range(8)]
+                chunk = [self._get(self.clip_index(i + k * nw)) for k in range(8)]
             yield from chunk
             i += 8 * nw
 

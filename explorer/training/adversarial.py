@@ -29,7 +29,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm.auto import tqdm
 from transformers import CLIPVisionModelWithProjection
 
-from explorer import data, edm
+from explorer import data, edm, randomness
+from explorer.randomness import Random, RowRandom
 from explorer.training.common import EMA, Checkpointer, JsonlLog, lr_at, start_run
 from explorer.training.denoise import Conditioning, encode_batch
 
@@ -163,7 +164,7 @@ def generator_sigmas(levels: int = 4, top: int = 3) -> torch.Tensor:
     return edm.karras_sigmas(levels)[:top]
 
 
-def discriminator_sigmas(n: int, generator: torch.Generator, p_mean: float = -1.0, p_std: float = 1.0,
+def discriminator_sigmas(n: int, generator: Random, p_mean: float = -1.0, p_std: float = 1.0,
                          grid: int = 1000) -> torch.Tensor:
     """Log-normal noise levels snapped to a fine Karras grid (a discretised log-normal, as SF-V)."""
     s = edm.lognormal_sigmas(n, p_mean, p_std, generator)
@@ -287,11 +288,10 @@ def train_adversarial(
     image_encoder.to(device)
     core = accelerator.unwrap_model
     main = accelerator.is_main_process
-    gen = torch.Generator().manual_seed(cfg.seed * 7919 + step + 100_003 * accelerator.process_index)
     g_levels = generator_sigmas(cfg.g_levels, cfg.g_top)
     clips_per_step = cfg.batch * accelerator.num_processes
-    stream = data.ClipStream("train", cfg.size, seed=cfg.data_seed,
-                             start=step * clips_per_step + accelerator.process_index * cfg.batch)
+    stream = data.ClipStream("train", cfg.size, seed=cfg.data_seed, start=step * clips_per_step, batch=cfg.batch,
+                             process_index=accelerator.process_index, processes=accelerator.num_processes)
     loader = iter(torch.utils.data.DataLoader(stream, batch_size=cfg.batch, num_workers=cfg.num_workers,
                                               persistent_workers=cfg.num_workers > 0))
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress or not main, desc=out.name)
@@ -301,13 +301,15 @@ def train_adversarial(
             g["lr"] = lr_at(step, g["base_lr"], cfg.warmup, cfg.steps, 0.5)
         batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in next(loader).items()}
         batch["frames"] = batch["frames"][:, : cfg.frames]
+        # per-row draws: N processes x batch rows draw what one process with the combined batch draws
+        gen = RowRandom.for_step(cfg.seed * 7919, step, cfg.batch, accelerator.process_index)
         cond = encode_batch(batch, vae, image_encoder, gen, cfg.aug_mean, cfg.aug_std, embed_grad=False)
         b = cond.latents.shape[0]
 
-        def randn(shape: torch.Size = cond.latents.shape) -> torch.Tensor:
-            return torch.randn(shape, generator=gen).to(device)
+        def randn(shape: torch.Size = cond.latents.shape, rows: RowRandom = gen) -> torch.Tensor:
+            return randomness.randn(rows, shape).to(device)
 
-        sigma_g = g_levels[torch.randint(len(g_levels), (b,), generator=gen)].to(device)
+        sigma_g = g_levels[randomness.randint(gen, len(g_levels), b)].to(device)
         unet.train()
         fake = one_step(unet, cond, sigma_g, randn())
 

@@ -24,8 +24,9 @@ from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion 
 from tqdm.auto import tqdm
 from transformers import CLIPVisionModelWithProjection
 
-from explorer import data, edm
+from explorer import data, edm, randomness
 from explorer.components import SVD_FEATURE_EXTRACTOR_CONFIG
+from explorer.randomness import Random, RowRandom
 from explorer.training.common import EMA, Checkpointer, JsonlLog, lr_at, start_run
 
 
@@ -94,7 +95,7 @@ def encode_batch(
     batch: dict[str, torch.Tensor],
     vae: AutoencoderKLTemporalDecoder,
     image_encoder: CLIPVisionModelWithProjection,
-    generator: torch.Generator,
+    generator: Random,
     aug_mean: float,
     aug_std: float,
     embed_grad: bool = False,
@@ -105,9 +106,9 @@ def encode_batch(
     with torch.no_grad():
         lat = vae.encode(frames.flatten(0, 1)).latent_dist.mode()  # the tiny VAE is deterministic (see vae.py)
         lat = lat.reshape(b, f, *lat.shape[1:]) * vae.config.scaling_factor
-        aug = torch.exp(aug_mean + aug_std * torch.randn(b, generator=generator))
+        aug = torch.exp(aug_mean + aug_std * randomness.randn(generator, b))
         first = frames[:, 0]
-        noisy_first = first + aug.view(b, 1, 1, 1) * torch.randn(first.shape, generator=generator)
+        noisy_first = first + aug.view(b, 1, 1, 1) * randomness.randn(generator, first.shape)
         image_latents = vae.encode(noisy_first).latent_dist.mode()
     with torch.set_grad_enabled(embed_grad):
         embeds = image_encoder(clip_embed_input(first)).image_embeds.unsqueeze(1)
@@ -118,7 +119,7 @@ def encode_batch(
 def denoise_loss(
     unet: UNetSpatioTemporalConditionModel,
     cond: Conditioning,
-    generator: torch.Generator,
+    generator: Random,
     p_mean: float,
     p_std: float,
     cond_dropout: float,
@@ -129,9 +130,9 @@ def denoise_loss(
     x0 = cond.latents
     b = x0.shape[0]
     sigma = edm.lognormal_sigmas(b, p_mean, p_std, generator).to(x0.device)
-    noise = torch.randn(x0.shape, generator=generator).to(x0.device)
+    noise = randomness.randn(generator, x0.shape).to(x0.device)
     noisy = x0 + sigma.view(b, 1, 1, 1, 1) * noise
-    keep = (torch.rand(b, generator=generator) >= cond_dropout).to(x0.device).float()
+    keep = (randomness.rand(generator, b) >= cond_dropout).to(x0.device).float()
     image_latents = cond.image_latents * keep.view(b, 1, 1, 1)
     embeds = cond.image_embeds * keep.view(b, 1, 1)
     denoised = edm.denoise(unet, noisy, sigma, image_latents, embeds, cond.time_ids.to(x0.device))
@@ -144,8 +145,10 @@ def denoise_loss(
     return err.mean()
 
 
-def _batches(cfg: DenoiseConfig, start_clip: int) -> Iterator[dict[str, torch.Tensor]]:
-    stream = data.ClipStream("train", cfg.size, seed=cfg.data_seed, start=start_clip)
+def _batches(cfg: DenoiseConfig, start_clip: int, process_index: int = 0,
+             processes: int = 1) -> Iterator[dict[str, torch.Tensor]]:
+    stream = data.ClipStream("train", cfg.size, seed=cfg.data_seed, start=start_clip, batch=cfg.batch,
+                             process_index=process_index, processes=processes)
     loader = torch.utils.data.DataLoader(stream, batch_size=cfg.batch, num_workers=cfg.num_workers,
                                          persistent_workers=cfg.num_workers > 0)
     for batch in loader:
@@ -185,9 +188,14 @@ def train_denoiser(
         if cfg.train_image_encoder:
             ema_enc.load_state_dict(ckpt.load_tensors("ema_image_encoder"), record["ema_updates"])
         step = int(record["step"])
-    unet, image_encoder, opt = accelerator.prepare(unet, image_encoder, opt)
+    # data parallel: only trained modules are wrapped (DDP refuses a module without trainable parameters, which a
+    # frozen image encoder is); the frozen ones just move to the device
+    if cfg.train_image_encoder:
+        unet, image_encoder, opt = accelerator.prepare(unet, image_encoder, opt)
+    else:
+        unet, opt = accelerator.prepare(unet, opt)
+        image_encoder.to(accelerator.device)
     vae.to(accelerator.device)
-    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
     clips_per_step = cfg.batch * accelerator.num_processes
     if cfg.cache:
         from explorer.latent_cache import LatentCache, cached_conditioning, motion_curriculum
@@ -196,10 +204,10 @@ def train_denoiser(
         if cache.size != tuple(cfg.size):
             raise ValueError(f"the latent cache {cfg.cache} is at {cache.size}, the run at {tuple(cfg.size)}")
         curriculum = motion_curriculum(cfg.curriculum_start, cfg.curriculum_steps) if cfg.curriculum_start else None
-        cached = cache.batches(cfg.batch, seed=cfg.data_seed * 1009 + accelerator.process_index, start_step=step,
-                               max_motion=curriculum)
+        cached = cache.batches(cfg.batch, seed=cfg.data_seed * 1009, start_step=step, max_motion=curriculum,
+                               processes=accelerator.num_processes, process_index=accelerator.process_index)
     else:
-        batches = _batches(cfg, start_clip=step * clips_per_step + accelerator.process_index * cfg.batch)
+        batches = _batches(cfg, step * clips_per_step, accelerator.process_index, accelerator.num_processes)
     probe = _Probe(cfg, out, unet, vae, image_encoder, ema, accelerator.is_main_process)
     probe.maybe(step, step * clips_per_step, first=True)
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress or not accelerator.is_main_process,
@@ -211,6 +219,8 @@ def train_denoiser(
             g["lr"] = lr
         unet.train()
         image_encoder.train(cfg.train_image_encoder)
+        # per-row draws: N processes x batch rows draw what one process with the combined batch draws
+        gen = RowRandom.for_step(cfg.seed, step, cfg.batch, accelerator.process_index)
         if cfg.cache:
             cond = cached_conditioning(next(cached), vae, gen, cfg.aug_mean, cfg.aug_std, accelerator.device)
             cond.latents = cond.latents[:, : cfg.frames]
