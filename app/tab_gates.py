@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import uuid
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -86,7 +87,7 @@ def gate_view(ctx: AppContext) -> dict[str, Any]:
         order = sorted(range(total), key=lambda i: (-ranking[i], i))
         if rec.kept:  # the file's kept set first (it is what the stage kept), then by importance
             order = sorted(rec.kept, key=lambda i: (-ranking[i], i)) + [i for i in order if i not in rec.kept]
-        src = f"{MEASURED} (trained gates: {rec.file})"
+        src = f"{MEASURED} (trained gates: {_shown_file(rec)})"
         return {"rec": rec, "score": score, "name": name, "order": order, "source": src, "trained": True,
                 "n": rec.n or len(rec.kept or []) or default_kept(total), "layout": layout, "total": total,
                 "scale": scale or rec.scale}
@@ -199,10 +200,15 @@ def reprune_impl(ctx: AppContext, image: Any, n: Any, seed: Any, motion: Any, fp
     return sbs, f'<div class="mvd-cardrow">{cards}</div>'
 
 
+def _shown_file(rec: GatesRecord) -> str:
+    """The gates file as ``<stage folder>/gates.json``: the server's absolute path means nothing to a visitor."""
+    return "/".join(Path(rec.file).parts[-2:]) if rec.file else ""
+
+
 def intro_md(ctx: AppContext) -> str:
     rec = read_gates(ctx.checkpoints)
     if rec.ok:
-        return (f"Learned gates from `{rec.file}` <span class='mvd-src m'>measured here</span>: inclusion "
+        return (f"Learned gates from `{_shown_file(rec)}` <span class='mvd-src m'>measured here</span>: inclusion "
                 "probabilities and importances per temporal block; kept = the stage's choice.")
     return ("<span class='mvd-src e'>estimate</span> **No trained gates yet** "
             f"({rec.reason}). Showing the documented structural heuristic (temporal attention at the "

@@ -382,6 +382,9 @@ def test_trained_gates_and_measured_points_are_shown(tmp_path: Path) -> None:
         structure, curve, live = tab_gates.slider_view(c, 11)
         assert "trained gates" in live and "measured here" in live
         assert "measured here" in tab_gates.intro_md(c)
+        # the file is named inside the checkpoints folder, never by the server's absolute path
+        assert "`temporal-pruning/gates.json`" in tab_gates.intro_md(c) and str(ck) not in tab_gates.intro_md(c)
+        assert str(ck) not in view["source"]
         pts, base, probs, scale = tab_tradeoff.project_points(c)
         assert [p["stage"] for p in pts] == ["svd-512"] and pts[0]["fvd_proxy"] == 2.5 and pts[0]["nfe"] == 4
         assert pts[0]["x"] == pytest.approx(4 * pts[0]["tflops_nfe"]) and base[0]["stage"] == "baseline-static"
