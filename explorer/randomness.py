@@ -12,7 +12,7 @@ the tensor's first dimension) or a plain ``torch.Generator`` / ``None`` (whole-t
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -30,26 +30,12 @@ class RowRandom:
         """This process's rows of the global batch at ``step`` (process ``p`` holds rows ``p*batch ...``)."""
         return cls(seed, step, range(process_index * batch, (process_index + 1) * batch))
 
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def _check(self, shape: Sequence[int]) -> tuple[int, ...]:
+    def draw(self, fn: Callable[..., torch.Tensor], shape: Sequence[int], *args: int) -> torch.Tensor:
+        """``fn(*args, shape[1:], generator=g)`` for every row's generator ``g``, stacked (``shape[0]`` = rows)."""
         shape = tuple(int(s) for s in shape)
         if not shape or shape[0] != len(self.rows):
             raise ValueError(f"a draw for {len(self.rows)} batch rows needs shape (rows, ...), got {shape}")
-        return shape[1:]
-
-    def randn(self, shape: Sequence[int]) -> torch.Tensor:
-        rest = self._check(shape)
-        return torch.stack([torch.randn(rest, generator=g) for g in self.generators])
-
-    def rand(self, shape: Sequence[int]) -> torch.Tensor:
-        rest = self._check(shape)
-        return torch.stack([torch.rand(rest, generator=g) for g in self.generators])
-
-    def randint(self, high: int, shape: Sequence[int]) -> torch.Tensor:
-        rest = self._check(shape)
-        return torch.stack([torch.randint(high, rest, generator=g) for g in self.generators])
+        return torch.stack([fn(*args, shape[1:], generator=g) for g in self.generators])
 
 
 Random = RowRandom | torch.Generator | None
@@ -67,21 +53,21 @@ def _shape(shape: int | Sequence[int]) -> tuple[int, ...]:
 def randn(random: Random, shape: int | Sequence[int]) -> torch.Tensor:
     """Standard normal draws of ``shape`` (per row for a :class:`RowRandom`)."""
     if isinstance(random, RowRandom):
-        return random.randn(_shape(shape))
+        return random.draw(torch.randn, _shape(shape))
     return torch.randn(_shape(shape), generator=random)
 
 
 def rand(random: Random, shape: int | Sequence[int]) -> torch.Tensor:
     """Uniform [0, 1) draws of ``shape`` (per row for a :class:`RowRandom`)."""
     if isinstance(random, RowRandom):
-        return random.rand(_shape(shape))
+        return random.draw(torch.rand, _shape(shape))
     return torch.rand(_shape(shape), generator=random)
 
 
 def randint(random: Random, high: int, shape: int | Sequence[int]) -> torch.Tensor:
     """Integers in [0, high) of ``shape`` (per row for a :class:`RowRandom`)."""
     if isinstance(random, RowRandom):
-        return random.randint(high, _shape(shape))
+        return random.draw(torch.randint, _shape(shape), high)
     return torch.randint(high, _shape(shape), generator=random)
 
 
