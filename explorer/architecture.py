@@ -28,6 +28,26 @@ def pruning_transform(
     return None
 
 
+def kept_choice(
+    pruning: registry.Transform, unet: UNetSpatioTemporalConditionModel, kept_blocks: list[int] | None = None
+) -> tuple[list[int], str]:
+    """The temporal blocks a pruning transform keeps on an unpruned ``unet``, and where the choice comes from.
+
+    ``kept_blocks`` given: exactly those; else the transform's recorded ``blocks``; else the documented default
+    heuristic for ``kept`` (or ``pruned_fraction``) blocks, which depends only on the module structure.
+    """
+    from explorer.transforms.temporal_gates import default_kept_blocks, num_temporal_blocks
+
+    if kept_blocks is not None:
+        return sorted(int(i) for i in kept_blocks), "given"
+    if pruning.params.get("blocks") is not None:
+        return sorted(int(i) for i in pruning.params["blocks"]), "trained (stage record)"
+    n = pruning.params.get("kept")
+    if n is None:
+        n = registry.kept_count(num_temporal_blocks(unet), float(pruning.params.get("pruned_fraction", 0.7)))
+    return sorted(default_kept_blocks(unet, int(n))), "default heuristic (no trained importances)"
+
+
 def build_stage_unet(
     slug: str,
     scale: str = "full",
@@ -44,7 +64,6 @@ def build_stage_unet(
     ``"all"`` = build the unpruned parent architecture (used to cost each block).
     """
     from explorer.transforms import apply_transforms
-    from explorer.transforms.temporal_gates import default_kept_blocks, num_temporal_blocks
 
     chain = list(transforms) if transforms is not None else registry.architecture_transforms(slug)
     unet = build_unet(unet_config or base_config(scale), device=device, seed=seed)
@@ -53,16 +72,7 @@ def build_stage_unet(
         if t.name == "temporal_pruning":
             if kept_blocks == "all":
                 continue
-            if kept_blocks is not None:
-                blocks, source = sorted(int(i) for i in kept_blocks), "given"
-            elif t.params.get("blocks") is not None:
-                blocks, source = sorted(int(i) for i in t.params["blocks"]), "trained (stage record)"
-            else:
-                n = t.params.get("kept")
-                if n is None:
-                    n = registry.kept_count(num_temporal_blocks(unet), float(t.params.get("pruned_fraction", 0.7)))
-                blocks = sorted(default_kept_blocks(unet, int(n)))
-                source = "default heuristic (no trained importances)"
+            blocks, source = kept_choice(t, unet, kept_blocks)
             t = registry.Transform(t.name, {**t.params, "blocks": blocks})
             info["kept_blocks"], info["kept_blocks_source"] = blocks, source
         unet = apply_transforms(unet, [t])

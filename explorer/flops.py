@@ -58,6 +58,7 @@ class FlopsReport:
     flops: int
     params: int
     layers: list[Layer] = field(default_factory=list)
+    modules: dict[str, int] = field(default_factory=dict, repr=False)  # every module path's FLOPs (with children)
 
     @property
     def tflops(self) -> float:
@@ -146,31 +147,31 @@ def count_unet_flops(model: nn.Module, inputs: dict[str, torch.Tensor]) -> Flops
     """Run ``model(**inputs)`` under torch's FLOP counter and attribute the count to layers."""
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(**inputs)
-    counts = counter.get_flop_counts()
     root = type(model).__name__
-    totals = {key: sum(ops.values()) for key, ops in counts.items()}
+    modules = {key[len(root) + 1:]: int(sum(ops.values())) for key, ops in counter.get_flop_counts().items()
+               if key.startswith(root + ".")}
+    return _attribute(model, modules, int(counter.get_total_flops()))
 
-    def module_flops(name: str) -> int:
-        return int(totals.get(f"{root}.{name}", 0))
 
-    total = int(counter.get_total_flops())
+def _attribute(model: nn.Module, modules: dict[str, int], total: int) -> FlopsReport:
+    """Split ``total`` over ``model``'s reported layers, given each module path's FLOPs (children included)."""
     layers: list[Layer] = []
     reported = _layers_of(model)
     funnel_names = [n for n, k, _ in reported if k == "funnel"]
     # parameters of every funnel module, found once (a scan of named_modules per layer made counting 2x slower)
     funnel_params = {f: sum(p.numel() for p in m.parameters()) for f, m in model.named_modules() if _is_funnel(m)}
     for name, kind, module in reported:
-        flops = module_flops(name)
+        flops = modules.get(name, 0)
         params = sum(p.numel() for p in module.parameters())
         if kind != "funnel":
-            flops -= sum(module_flops(f) for f in funnel_names if f.startswith(name + "."))
+            flops -= sum(modules.get(f, 0) for f in funnel_names if f.startswith(name + "."))
             params -= sum(n for f, n in funnel_params.items() if f.startswith(name + "."))
         layers.append(Layer(name=name, type=kind, block=block_of(name), flops=flops, params=params))
     residual = total - sum(layer.flops for layer in layers)
     if residual:
         layers.append(Layer(name="(unattributed)", type="other", block="stem", flops=residual, params=0))
     params = sum(p.numel() for p in model.parameters())
-    return FlopsReport(flops=total, params=params, layers=layers)
+    return FlopsReport(flops=total, params=params, layers=layers, modules=modules)
 
 
 def latent_size(width: int, height: int, scale: str) -> tuple[int, int]:
@@ -234,10 +235,13 @@ def stage_flops(
     width = width or default_w
     height = height or default_h
     frames = frames or stage.frames
-    model, info = build_stage_unet(
-        stage.slug, scale, device="meta", kept_blocks=kept_blocks, unet_config=unet_config, transforms=transforms
-    )
-    report = unet_flops(model, width, height, frames, scale)
+    pruning = pruning_transform(stage.slug, transforms)
+    if pruning is None:
+        model, _ = build_stage_unet(stage.slug, scale, device="meta", unet_config=unet_config, transforms=transforms)
+        report = unet_flops(model, width, height, frames, scale)
+    else:
+        report, kept, source, floor, costs = _pruned_stage_report(
+            stage.slug, pruning, scale, width, height, frames, kept_blocks, unet_config, transforms)
     result = StageFlops(
         stage=stage.slug,
         scale=scale,
@@ -252,13 +256,40 @@ def stage_flops(
         layers=[asdict(layer) for layer in report.layers],
         paper_tflops=stage.paper.tflops if scale == "full" else None,
     )
-    if pruning_transform(stage.slug) is not None:
-        result.kept_blocks = info["kept_blocks"]
-        result.kept_blocks_source = info["kept_blocks_source"]
-        result.tflops_range = pruning_range(
-            stage.slug, scale, width, height, frames, len(info["kept_blocks"]), unet_config, transforms
-        )
+    if pruning is not None:
+        low, high = kept_range(floor, costs, len(kept))
+        result.kept_blocks, result.kept_blocks_source, result.tflops_range = kept, source, (low / 1e12, high / 1e12)
     return result
+
+
+def _pruned_stage_report(
+    slug: str,
+    pruning: registry.Transform,
+    scale: str,
+    width: int,
+    height: int,
+    frames: int,
+    kept_blocks: list[int] | None,
+    unet_config: dict[str, Any] | None,
+    transforms: list[registry.Transform] | None,
+) -> tuple[FlopsReport, list[int], str, int, list[int]]:
+    """A pruned stage's report, kept blocks and their source, and its block costs, from ONE count.
+
+    The unpruned parent is built and counted once; its block costs give the range over all choices, and
+    pruning it in place removes exactly those blocks' layers (temporal blocks are independent, so every
+    other layer keeps its count: ``tests/test_flops.py`` checks the result against counting the pruned model).
+    """
+    from explorer.architecture import build_stage_unet, kept_choice
+    from explorer.transforms import apply_transforms
+
+    model, _ = build_stage_unet(slug, scale, device="meta", kept_blocks="all", unet_config=unet_config,
+                                transforms=transforms)
+    parent = unet_flops(model, width, height, frames, scale)
+    floor, costs = costs_in_report(parent, model)
+    kept, source = kept_choice(pruning, model, kept_blocks)
+    apply_transforms(model, [registry.Transform(pruning.name, {**pruning.params, "blocks": kept})])
+    report = _attribute(model, parent.modules, floor + sum(costs[i] for i in kept))
+    return report, kept, source, floor, costs
 
 
 def temporal_block_costs(
@@ -288,9 +319,13 @@ def temporal_block_costs(
 def block_costs(model: nn.Module, inputs: dict[str, torch.Tensor]) -> tuple[int, list[int]]:
     """(FLOPs with every temporal block pruned, FLOPs of each temporal block, in block order) of an unpruned
     ``model`` on ``inputs``: the one cost model of temporal blocks (FLOPs tab, gates slider, cards, tests)."""
+    return costs_in_report(count_unet_flops(model, inputs), model)
+
+
+def costs_in_report(report: FlopsReport, model: nn.Module) -> tuple[int, list[int]]:
+    """:func:`block_costs` from an existing count of the unpruned ``model``."""
     from explorer.transforms.temporal_gates import temporal_blocks
 
-    report = count_unet_flops(model, inputs)
     costs = [sum(report.subtree(path) for path in block_cost_paths(b)) for b in temporal_blocks(model)]
     return report.flops - sum(costs), costs
 

@@ -1,5 +1,6 @@
 """FLOPs explorer: the paper's TFLOPs column reproduced at full scale (per NFE, batch 1, 14 frames)."""
 
+import dataclasses
 import json
 
 import pytest
@@ -136,3 +137,20 @@ def test_block_costs_are_additive() -> None:
         floor, _ = flops.temporal_block_costs(slug, "tiny", r.width, r.height, r.frames)
         none, _ = build_stage_unet(slug, "tiny", device="meta", kept_blocks=[])
         assert flops.unet_flops(none, r.width, r.height, r.frames, "tiny").flops == floor
+
+
+@pytest.mark.parametrize("slug,kept", [("temporal-pruning", None), ("channel-funnels", None),
+                                       ("channel-funnels", [0, 3, 7, 20]), ("mobilevd-hd", None)])
+def test_pruned_stage_from_one_count_equals_counting_the_pruned_model(slug: str, kept: list[int] | None) -> None:
+    """stage_flops counts a pruned stage's parent once and prunes it in place; every layer, the parameters and
+    the total must equal building the pruned model and counting it directly."""
+    from explorer.architecture import build_stage_unet
+
+    r = flops.stage_flops(slug, "tiny", kept_blocks=kept)
+    model, info = build_stage_unet(slug, "tiny", device="meta", kept_blocks=kept)
+    direct = flops.unet_flops(model, r.width, r.height, r.frames, "tiny")
+    assert r.kept_blocks == info["kept_blocks"] and r.kept_blocks_source == info["kept_blocks_source"]
+    assert r.tflops == direct.flops / 1e12 and r.params_m == direct.params / 1e6
+    assert r.layers == [dataclasses.asdict(layer) for layer in direct.layers]
+    low, high = r.tflops_range
+    assert low <= r.tflops <= high
