@@ -238,6 +238,64 @@ def one_step(unet: nn.Module, cond: Conditioning, sigma: torch.Tensor, noise: to
                        cond.image_embeds, cond.time_ids)
 
 
+def _discriminator_step(
+    cfg: AdversarialConfig, disc: nn.Module, opt: torch.optim.Optimizer, accelerator: Any, cond: Conditioning,
+    fake: torch.Tensor, gen: RowRandom, randn: Callable[[], torch.Tensor], step: int,
+) -> dict[str, torch.Tensor]:
+    """One hinge (+ lazy R1) update of the heads; real and generated clips in one forward (one data-parallel
+    pass per backward). Returns the values to log (tensors: read only on logging steps)."""
+    b, device = cond.latents.shape[0], cond.latents.device
+    s_real = discriminator_sigmas(b, gen, cfg.d_p_mean, cfg.d_p_std).to(device)
+    s_fake = discriminator_sigmas(b, gen, cfg.d_p_mean, cfg.d_p_std).to(device)
+    x_real = cond.latents + s_real.view(b, 1, 1, 1, 1) * randn()
+    x_fake = fake + s_fake.view(b, 1, 1, 1, 1) * randn()
+    do_r1 = cfg.r1_weight > 0 and step % cfg.r1_every == 0
+    if do_r1:
+        x_real.requires_grad_(True)
+    both = (torch.cat([x_real, x_fake]), torch.cat([s_real, s_fake]), _twice(cond))
+    if do_r1:  # R1 differentiates twice; only the math attention kernel supports that on every device
+        with sdpa_kernel(SDPBackend.MATH):
+            logits = disc(*both)
+    else:
+        logits = disc(*both)
+    d_real = [o[: o.shape[0] // 2] for o in logits]
+    d_fake = [o[o.shape[0] // 2:] for o in logits]
+    loss = hinge_d(d_real, d_fake)
+    r1 = torch.zeros((), device=device)
+    if do_r1:
+        grad, = torch.autograd.grad(sum(r.sum() for r in d_real), x_real, create_graph=True)
+        r1 = grad.pow(2).flatten(1).sum(1).mean()
+        loss = loss + 0.5 * cfg.r1_weight * cfg.r1_every * r1
+    opt.zero_grad(set_to_none=True)
+    accelerator.backward(loss)
+    opt.step()
+    return {"loss_d": loss.detach(), "r1": r1.detach(),
+            "d_real": sum(r.detach().mean() for r in d_real) / len(d_real),
+            "d_fake": sum(f.detach().mean() for f in d_fake) / len(d_fake)}
+
+
+def _generator_step(
+    cfg: AdversarialConfig, unet: nn.Module, disc: nn.Module, opt: torch.optim.Optimizer, accelerator: Any,
+    cond: Conditioning, fake: torch.Tensor, gen: RowRandom, randn: Callable[[], torch.Tensor],
+    clipped: list[nn.Parameter], extra_loss: Callable[[nn.Module], torch.Tensor] | None,
+) -> dict[str, torch.Tensor]:
+    """One update of the generator: hinge through the (just updated) discriminator on freshly noised one-step
+    clips + ``cfg.recon_weight`` x pseudo-Huber to the real clip (+ ``extra_loss``). Returns the values to log."""
+    b, device = cond.latents.shape[0], cond.latents.device
+    s_g = discriminator_sigmas(b, gen, cfg.d_p_mean, cfg.d_p_std).to(device)
+    x_g = fake + s_g.view(b, 1, 1, 1, 1) * randn()
+    adv = hinge_g(disc(x_g, s_g, cond))
+    rec = pseudo_huber(fake, cond.latents, cfg.huber_c)
+    loss = adv + cfg.recon_weight * rec
+    if extra_loss is not None:
+        loss = loss + extra_loss(accelerator.unwrap_model(unet))
+    opt.zero_grad(set_to_none=True)
+    accelerator.backward(loss)
+    accelerator.clip_grad_norm_(clipped, 1.0)
+    opt.step()
+    return {"loss_g": loss.detach(), "adv": adv.detach(), "rec": rec.detach()}
+
+
 def train_adversarial(
     cfg: AdversarialConfig,
     unet: UNetSpatioTemporalConditionModel,
@@ -313,54 +371,16 @@ def train_adversarial(
         unet.train()
         fake = one_step(unet, cond, sigma_g, randn())
 
-        # --- discriminator: real and generated clips in one forward (one data-parallel pass per backward)
-        s_real = discriminator_sigmas(b, gen, cfg.d_p_mean, cfg.d_p_std).to(device)
-        s_fake = discriminator_sigmas(b, gen, cfg.d_p_mean, cfg.d_p_std).to(device)
-        x_real = cond.latents + s_real.view(b, 1, 1, 1, 1) * randn()
-        x_fake = fake.detach() + s_fake.view(b, 1, 1, 1, 1) * randn()
-        do_r1 = cfg.r1_weight > 0 and step % cfg.r1_every == 0
-        if do_r1:
-            x_real.requires_grad_(True)
-        both = (torch.cat([x_real, x_fake]), torch.cat([s_real, s_fake]), _twice(cond))
-        if do_r1:  # R1 differentiates twice; only the math attention kernel supports that on every device
-            with sdpa_kernel(SDPBackend.MATH):
-                logits = disc(*both)
-        else:
-            logits = disc(*both)
-        d_real = [o[: o.shape[0] // 2] for o in logits]
-        d_fake = [o[o.shape[0] // 2:] for o in logits]
-        loss_d = hinge_d(d_real, d_fake)
-        r1 = torch.zeros((), device=device)
-        if do_r1:
-            grad, = torch.autograd.grad(sum(r.sum() for r in d_real), x_real, create_graph=True)
-            r1 = grad.pow(2).flatten(1).sum(1).mean()
-            loss_d = loss_d + 0.5 * cfg.r1_weight * cfg.r1_every * r1
-        opt_d.zero_grad(set_to_none=True)
-        accelerator.backward(loss_d)
-        opt_d.step()
-
-        # --- generator
-        s_g = discriminator_sigmas(b, gen, cfg.d_p_mean, cfg.d_p_std).to(device)
-        x_g = fake + s_g.view(b, 1, 1, 1, 1) * randn()
-        adv = hinge_g(disc(x_g, s_g, cond))
-        rec = pseudo_huber(fake, cond.latents, cfg.huber_c)
-        loss_g = adv + cfg.recon_weight * rec
-        if extra_loss is not None:
-            loss_g = loss_g + extra_loss(core(unet))
-        opt_g.zero_grad(set_to_none=True)
-        accelerator.backward(loss_g)
-        accelerator.clip_grad_norm_(g_params + extra_params, 1.0)
-        opt_g.step()
+        d = _discriminator_step(cfg, disc, opt_d, accelerator, cond, fake.detach(), gen, randn, step)
+        g = _generator_step(cfg, unet, disc, opt_g, accelerator, cond, fake, gen, randn,
+                            g_params + extra_params, extra_loss)
         ema.update(core(unet))
         step += 1
         seen += clips_per_step
         bar.update(1)
         if step % cfg.log_every == 0 and main:
             el = time.time() - t0
-            row = {"step": step, "loss_d": loss_d.item(), "loss_g": loss_g.item(), "adv": adv.item(),
-                   "rec": rec.item(), "r1": r1.item(),
-                   "d_real": float(sum(r.detach().mean() for r in d_real) / len(d_real)),
-                   "d_fake": float(sum(f.detach().mean() for f in d_fake) / len(d_fake)), "clips_per_s": seen / el,
+            row = {"step": step, **{k: float(v) for k, v in {**d, **g}.items()}, "clips_per_s": seen / el,
                    "elapsed_s": el}
             if on_log is not None:
                 row.update(on_log(step))
