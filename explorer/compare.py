@@ -10,11 +10,8 @@ at a time (only one pipeline in memory).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from explorer import stages as registry
 from explorer.pipeline import StageLoadError
@@ -22,29 +19,9 @@ from explorer.serving import Common, ResultCache, StageCatalog, StageRequest, ch
 from explorer.video import frame_grid, side_by_side
 
 
-@dataclass
-class StageRun:
-    """One stage's generation and where its video was written."""
-
-    stage: str
-    nfe: int
-    steps: int
-    seconds: float
-    unet_seconds: float
-    load_seconds: float
-    width: int
-    height: int
-    frames: np.ndarray = field(repr=False)
-    video: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"stage": self.stage, "nfe": self.nfe, "steps": self.steps, "seconds": round(self.seconds, 3),
-                "unet_seconds": round(self.unet_seconds, 3), "load_seconds": round(self.load_seconds, 3),
-                "width": self.width, "height": self.height, "video": self.video}
-
-
-def stage_label(run: StageRun) -> str:
-    return f"{run.stage}  {run.nfe} NFE  {run.seconds:.1f} s"
+def stage_label(run: dict[str, Any]) -> str:
+    """The label a stage's clip carries in the side-by-side video."""
+    return f"{run['stage']}  {run['nfe']} NFE  {run['seconds']:.1f} s"
 
 
 def missing_stages(checkpoints: str | Path, slugs: Sequence[str]) -> list[str]:
@@ -79,7 +56,8 @@ def compare_stages(image: Any, stages: Sequence[str], checkpoints: str | Path, o
     if noise_aug_strength is not None:
         common.noise_aug_strength = float(noise_aug_strength)
     out.mkdir(parents=True, exist_ok=True)
-    runs: list[StageRun] = []
+    runs: list[dict[str, Any]] = []
+    clips: list[Any] = []
     for slug in slugs:
         low, high = guidance if guidance else (None, None)
         req = StageRequest(slug, steps=(steps or {}).get(slug), min_guidance=low, max_guidance=high)
@@ -92,16 +70,18 @@ def compare_stages(image: Any, stages: Sequence[str], checkpoints: str | Path, o
             raise ValueError(f"{slug}: {outcome.reason}")
         video = Path(outcome.video).replace(out / f"{slug}.mp4")  # type: ignore[arg-type]
         record, stats = entry.record, outcome.stats
-        runs.append(StageRun(stage=record.slug, nfe=int(_value(stats, "nfe")), steps=int(_value(stats, "steps")),
-                             seconds=float(_value(stats, "wall_s")), unet_seconds=float(_value(stats, "unet_s")),
-                             load_seconds=float(entry.load_seconds or 0.0), width=record.width, height=record.height,
-                             frames=outcome.frames, video=str(video)))
+        runs.append({"stage": record.slug, "nfe": int(_value(stats, "nfe")), "steps": int(_value(stats, "steps")),
+                     "seconds": round(float(_value(stats, "wall_s")), 3),
+                     "unet_seconds": round(float(_value(stats, "unet_s")), 3),
+                     "load_seconds": round(float(entry.load_seconds or 0.0), 3),
+                     "width": record.width, "height": record.height, "video": str(video)})
+        clips.append(outcome.frames)
     labels = [stage_label(r) for r in runs]
-    sbs = side_by_side([r.frames for r in runs], labels, out / "side_by_side.mp4", fps=fps, min_height=min_height)
+    sbs = side_by_side(clips, labels, out / "side_by_side.mp4", fps=fps, min_height=min_height)
     grid = out / "frames.png"
-    frame_grid([r.frames for r in runs], grid, labels=[r.stage for r in runs])
+    frame_grid(clips, grid, labels=[r["stage"] for r in runs])
     return {"seed": seed, "image": str(image) if isinstance(image, (str, Path)) else "<image>",
-            "stages": [r.to_dict() for r in runs], "side_by_side": str(sbs), "frame_grid": str(grid)}
+            "stages": runs, "side_by_side": str(sbs), "frame_grid": str(grid)}
 
 
-__all__ = ["StageRun", "compare_stages", "missing_stages", "stage_label"]
+__all__ = ["compare_stages", "missing_stages", "stage_label"]

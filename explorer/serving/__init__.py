@@ -7,7 +7,14 @@ Records other tools write are read by ``explorer.records``; technique rules live
 work, inputs -> catalog -> flops_cache -> generation.
 """
 
-from explorer.serving.catalog import BASE_VARIANTS, NOT_FINETUNED, PLACEHOLDER_NOTE, Entry, StageCatalog, reason_of
+from explorer.serving.catalog import (
+    BASE_VARIANTS,
+    NOT_FINETUNED,
+    PLACEHOLDER_NOTE,
+    CatalogEntry,
+    StageCatalog,
+    reason_of,
+)
 from explorer.serving.flops_cache import FlopsService, code_fingerprint, default_cache_dir, entry_flops
 from explorer.serving.generation import (
     MAX_OUTPUT_FILES,
@@ -41,7 +48,7 @@ from explorer.serving.work import RequestCancelled, WorkLock
 
 __all__ = [
     "BASE_VARIANTS", "MAX_OUTPUT_FILES", "MAX_QUEUE", "MAX_STAGES", "MAX_STEPS", "MIN_INPUT_SIDE", "NOT_FINETUNED",
-    "PLACEHOLDER_NOTE", "CheckedImage", "Common", "Entry", "FlopsService", "RequestCancelled", "ResultCache",
+    "PLACEHOLDER_NOTE", "CheckedImage", "Common", "CatalogEntry", "FlopsService", "RequestCancelled", "ResultCache",
     "StageCatalog", "StageOutcome", "StageRequest", "WorkLock", "cached_outcome", "check_image", "code_fingerprint",
     "compose", "confine_path", "default_cache_dir", "entry_flops", "identity_of", "image_path_of", "outcome_stats",
     "prune_outputs", "reason_of", "run_stage", "safe_name", "shorten", "stage_settings", "upscale_note",

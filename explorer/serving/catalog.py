@@ -32,7 +32,7 @@ Status = Literal["pending", "loading", "ready", "unavailable"]
 
 
 @dataclass
-class Entry:
+class CatalogEntry:
     """One model the app can run: a trained stage folder, a dev placeholder, or a --base variant."""
 
     key: str  # unique in the app: a registry slug, or 'base/<variant>'
@@ -106,7 +106,7 @@ class StageCatalog:
         self.dtype = torch.float16 if self.device.startswith("cuda") else torch.float32
         self.work = work or WorkLock()
         self.max_full = max(1, max_full)
-        self.entries: OrderedDict[str, Entry] = OrderedDict()
+        self.entries: OrderedDict[str, CatalogEntry] = OrderedDict()
         self._pipes: OrderedDict[str, Any] = OrderedDict()
         self._locks: dict[str, threading.Lock] = {}
         self._meta_lock = threading.Lock()
@@ -138,11 +138,11 @@ class StageCatalog:
         """(Re)build the entry list from the checkpoints folder, the placeholder mode and ``base``."""
         from explorer.pipeline import StageLoadError, StageRecord, read_stage_record
 
-        entries: OrderedDict[str, Entry] = OrderedDict()
+        entries: OrderedDict[str, CatalogEntry] = OrderedDict()
         for stage in registry.STAGES:
             folder = self._folder_for(stage.slug)
             if folder is not None:
-                entry = Entry(stage.slug, stage.slug, stage.title, "trained", folder=str(folder))
+                entry = CatalogEntry(stage.slug, stage.slug, stage.title, "trained", folder=str(folder))
                 try:
                     rec = read_stage_record(folder)
                     entry.record, entry.scale = rec, rec.scale
@@ -153,10 +153,10 @@ class StageCatalog:
                     entry.status, entry.reason = "unavailable", f"broken stage folder: {exc}"
             elif self.placeholders:
                 rec = StageRecord.from_stage(stage.slug, self.placeholder_scale, extra={"placeholder": True})
-                entry = Entry(stage.slug, stage.slug, stage.title, "placeholder", scale=self.placeholder_scale,
+                entry = CatalogEntry(stage.slug, stage.slug, stage.title, "placeholder", scale=self.placeholder_scale,
                               note=PLACEHOLDER_NOTE, record=rec)
             else:
-                entry = Entry(stage.slug, stage.slug, stage.title, "trained", status="unavailable",
+                entry = CatalogEntry(stage.slug, stage.slug, stage.title, "trained", status="unavailable",
                               reason=f"no stage folder {self.checkpoints / stage.slug} (not trained yet)")
             old = self.entries.get(stage.slug)
             if old is not None and old.status in ("ready", "loading") and old.folder == entry.folder:
@@ -169,7 +169,7 @@ class StageCatalog:
                 if suffix == "optimized-xattn":
                     note = "exact rewrite of the base (no training needed)"
                 old = self.entries.get(key)
-                entries[key] = old if old is not None else Entry(
+                entries[key] = old if old is not None else CatalogEntry(
                     key, slug, title, "zero-shot" if suffix.endswith("-zs") else "base", scale="full",
                     note=note, folder=str(self.base))
         self.entries = entries
@@ -177,7 +177,7 @@ class StageCatalog:
     def keys(self, ready_only: bool = False) -> list[str]:
         return [k for k, e in self.entries.items() if not ready_only or e.status == "ready"]
 
-    def entry(self, key: str) -> Entry:
+    def entry(self, key: str) -> CatalogEntry:
         key = key.strip()
         if key not in self.entries:
             try:
@@ -272,7 +272,7 @@ class StageCatalog:
             self._pipes.pop(victim, None)
             self.entries[victim].status = "pending"  # loads again on next use
 
-    def _load_folder(self, e: Entry) -> Any:
+    def _load_folder(self, e: CatalogEntry) -> Any:
         from explorer.pipeline import load_stage
 
         pipe, record = load_stage(e.folder, device=self.device, torch_dtype=self.dtype)
@@ -290,7 +290,7 @@ class StageCatalog:
                 self._shared = comps
             return self._shared
 
-    def _load_placeholder(self, e: Entry) -> Any:
+    def _load_placeholder(self, e: CatalogEntry) -> Any:
         import torch
         from diffusers import StableVideoDiffusionPipeline
 
@@ -372,7 +372,7 @@ class StageCatalog:
             return registry.get_stage(slug).size(rec.scale)
         return rec.width, rec.height  # custom/micro bases: keep the folder's own size
 
-    def _variant_transforms(self, e: Entry, params: dict[str, Any]) -> list[registry.Transform]:
+    def _variant_transforms(self, e: CatalogEntry, params: dict[str, Any]) -> list[registry.Transform]:
         suffix = e.key.split("/", 1)[1]
         if suffix in ("svd", "svd-512"):
             return []
@@ -394,7 +394,7 @@ class StageCatalog:
             chain.append(registry.Transform("channel_funnels", {"fun_factor": r, "init": "csi", "merged": True}))
         return chain
 
-    def _variant_record(self, e: Entry, params: dict[str, Any]) -> Any:
+    def _variant_record(self, e: CatalogEntry, params: dict[str, Any]) -> Any:
         from explorer.pipeline import StageRecord
 
         base = self._base_record
@@ -409,7 +409,7 @@ class StageCatalog:
             extra=extra,
         )
 
-    def _base_variant(self, e: Entry, params: dict[str, Any]) -> tuple[Any, Any]:
+    def _base_variant(self, e: CatalogEntry, params: dict[str, Any]) -> tuple[Any, Any]:
         from diffusers import EulerDiscreteScheduler, StableVideoDiffusionPipeline
 
         from explorer.transforms import apply_transforms
@@ -475,7 +475,7 @@ class StageCatalog:
         pipe._mobilevd_record = record
         return pipe, record
 
-    def unet_config_of(self, e: Entry) -> dict[str, Any] | None:
+    def unet_config_of(self, e: CatalogEntry) -> dict[str, Any] | None:
         """The base UNet config (before transforms) an entry was built from, for FLOP counting."""
         from explorer.models import UNET_CONFIGS, unet_config
 
@@ -494,7 +494,7 @@ class StageCatalog:
             data, _ = read_json(folder / e.record.components["unet"] / "config.json")
         return data if isinstance(data, dict) else None
 
-    def vae_factor(self, e: Entry) -> int:
+    def vae_factor(self, e: CatalogEntry) -> int:
         from explorer.models import VAE_FACTOR
 
         if e.scale in VAE_FACTOR:
@@ -508,4 +508,5 @@ def reason_of(exc: BaseException) -> str:
     return text if len(text) < 600 else text[:600] + " ..."
 
 
-__all__ = ["BASE_VARIANTS", "NOT_FINETUNED", "PLACEHOLDER_NOTE", "SEEDED_BUILD", "Entry", "StageCatalog", "reason_of"]
+__all__ = ["BASE_VARIANTS", "NOT_FINETUNED", "PLACEHOLDER_NOTE", "SEEDED_BUILD", "CatalogEntry", "StageCatalog",
+           "reason_of"]

@@ -18,7 +18,7 @@ from typing import Any
 
 from explorer import stages as registry
 from explorer.records import read_json
-from explorer.serving.catalog import Entry, StageCatalog, reason_of
+from explorer.serving.catalog import CatalogEntry, StageCatalog, reason_of
 from explorer.serving.work import WorkLock
 from explorer.transforms.funnels import funnel_chain
 from explorer.transforms.pruning_rules import transforms_for_scale
@@ -225,7 +225,7 @@ class FlopsService:
 
 
 def entry_flops(
-    flops: FlopsService, catalog: StageCatalog, e: Entry, width: int, height: int, frames: int,
+    flops: FlopsService, catalog: StageCatalog, e: CatalogEntry, width: int, height: int, frames: int,
     record: Any = None,
 ) -> dict[str, Any]:
     """Per-NFE TFLOPs of an entry: at the size it ran (its own scale) and at full scale (the stage's paper size).

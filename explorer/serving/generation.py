@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from explorer.records import ESTIMATE, MEASURED, PAPER, read_metrics
-from explorer.serving.catalog import NOT_FINETUNED, Entry, StageCatalog, reason_of
+from explorer.serving.catalog import NOT_FINETUNED, CatalogEntry, StageCatalog, reason_of
 from explorer.serving.flops_cache import FlopsService, entry_flops
 from explorer.serving.inputs import CheckedImage, safe_name
 from explorer.serving.work import RequestCancelled
@@ -95,7 +95,7 @@ class ResultCache:
                 self._data.popitem(last=False)
 
 
-def identity_of(e: Entry, record: Any) -> str:
+def identity_of(e: CatalogEntry, record: Any) -> str:
     """What makes an entry's outputs what they are: folder + weights mtime, placeholder seed, or base + transforms."""
     parts = [e.key, e.kind, e.scale]
     if e.folder:
@@ -138,7 +138,7 @@ def validate_common(common: Common) -> Common:
     return common
 
 
-def _outcome_key(cache: ResultCache, e: Entry, record: Any, checked: CheckedImage, req: StageRequest,
+def _outcome_key(cache: ResultCache, e: CatalogEntry, record: Any, checked: CheckedImage, req: StageRequest,
                  settings: dict[str, Any]) -> str:
     identity = identity_of(e, record) + ("|" + json.dumps(req.params, sort_keys=True) if req.params else "")
     return cache.key(identity, checked.digest, settings)
@@ -237,7 +237,7 @@ def run_stage(
     return out
 
 
-def outcome_stats(e: Entry, record: Any, result: Any, tf: dict[str, Any], catalog: StageCatalog,
+def outcome_stats(e: CatalogEntry, record: Any, result: Any, tf: dict[str, Any], catalog: StageCatalog,
                   evaluated: bool = True) -> dict[str, Any]:
     """Every number of one generated clip, each as {'value', 'unit', 'source'}. The stage folder's quality metrics
     (metrics.json) are attached only when the clip came from that very model (``evaluated``)."""
