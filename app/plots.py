@@ -542,13 +542,23 @@ def ablation_bars(table: str, rows: Sequence[dict[str, Any]]) -> go.Figure:
                            font=dict(color="#666"))
     if mine:
         vals = [r["fvd_proxy"] for r in mine]
-        pad = max(0.05 * (max(vals) - min(vals)), 0.02 * max(vals), 1e-3)
+        cis = [r.get("fvd_proxy_ci") for r in mine]
+        ends = vals + [v for ci in cis if ci for v in ci]
+        pad = max(0.05 * (max(ends) - min(ends)), 0.02 * max(ends), 1e-3)
         # not from 0: the records differ by tenths, which bars from zero hide
-        fig.update_yaxes(range=[max(0.0, min(vals) - 4 * pad), max(vals) + 2 * pad], row=1, col=2)
-        fig.add_bar(x=[r["label"] for r in mine], y=[r["fvd_proxy"] for r in mine], row=1, col=2, showlegend=False,
-                    marker_color="#72B7B2", customdata=[[r.get("tflops"), r.get("source")] for r in mine],
-                    hovertemplate="%{x}: FVD-proxy %{y:.2f}, %{customdata[0]} TFLOPs/NFE (full scale)"
-                                  "<extra>%{customdata[1]}</extra>")
+        fig.update_yaxes(range=[max(0.0, min(ends) - 4 * pad), max(ends) + 2 * pad], row=1, col=2)
+        # the 95% bootstrap interval over clips as an error bar (none for records from before spreads)
+        error = dict(type="data", symmetric=False, color="#333", thickness=1.2, width=6,
+                     array=[ci[1] - v if ci else 0 for v, ci in zip(vals, cis, strict=True)],
+                     arrayminus=[v - ci[0] if ci else 0 for v, ci in zip(vals, cis, strict=True)],
+                     visible=any(cis))
+        fig.add_bar(x=[r["label"] for r in mine], y=vals, row=1, col=2, showlegend=False, error_y=error,
+                    marker_color="#72B7B2",
+                    customdata=[[r.get("tflops"), r.get("source"),
+                                 f"{ci[0]:.2f}-{ci[1]:.2f}" if ci else "not recorded"] for r, ci in zip(mine, cis,
+                                                                                                       strict=True)],
+                    hovertemplate="%{x}: FVD-proxy %{y:.2f} (95% interval %{customdata[2]}), %{customdata[0]} "
+                                  "TFLOPs/NFE (full scale)<extra>%{customdata[1]}</extra>")
     else:
         fig.add_annotation(text="no project records for this table yet<br>(python scripts/run_ablations.py)",
                            x=0.8, y=0.5, xref="paper", yref="paper", showarrow=False, font=dict(color="#666"))

@@ -9,10 +9,32 @@ import gradio as gr
 
 from app import plots
 from app.context import AppContext
-from explorer.records import ABLATION_TABLES, ablation_comparison, read_ablations
+from explorer.records import ABLATION_TABLES, ablation_comparison, distinguishable, read_ablations
 
-HEADERS = ["row", "paper FVD (25 fps)", "paper TFLOPs/NFE", "paper phone ms", "FVD-proxy", "first-frame PSNR",
-           "motion Spearman", "TFLOPs/NFE (full scale)", "source"]
+HEADERS = ["row", "paper FVD (25 fps)", "paper TFLOPs/NFE", "paper phone ms", "FVD-proxy", "FVD-proxy 95% interval",
+           "first-frame PSNR", "motion Spearman", "TFLOPs/NFE (full scale)", "source"]
+NO_SPREAD = "not recorded"
+
+
+def _interval(ci: Any) -> str:
+    return f"{ci[0]:.2f} - {ci[1]:.2f}" if ci else NO_SPREAD
+
+
+def spread_note(rows: list[dict[str, Any]]) -> str:
+    """Which project rows differ from the best by more than the spread (95% bootstrap intervals over clips)."""
+    d = distinguishable(rows)
+    if d["best"] is None:
+        return ""
+    parts = [f"Lowest FVD-proxy: *{d['best']}*."]
+    if d["beyond"]:
+        parts.append("Worse beyond the spread (intervals do not overlap): " + ", ".join(d["beyond"]) + ".")
+    if d["within"]:
+        parts.append("Within the spread of it (not a real difference at this many clips): "
+                     + ", ".join(d["within"]) + ".")
+    if d["no_spread"]:
+        parts.append("Recorded without a spread (before bootstrap intervals; re-run with "
+                     "`python scripts/run_ablations.py --force`): " + ", ".join(d["no_spread"]) + ".")
+    return " ".join(parts)
 
 
 def _fmt(value: Any, digits: int = 2) -> Any:
@@ -26,9 +48,12 @@ def view(ctx: AppContext, table: str) -> tuple[Any, list[list[Any]], str]:
     project, problems = read_ablations(ctx.checkpoints)
     rows = ablation_comparison(table, project)
     grid = [[r["label"], r.get("paper_fvd"), r.get("paper_tflops"), r.get("paper_phone_ms"),
-             _fmt(r.get("fvd_proxy")), _fmt(r.get("first_frame_psnr")), _fmt(r.get("motion_spearman")),
+             _fmt(r.get("fvd_proxy")), _interval(r.get("fvd_proxy_ci")) if r.get("fvd_proxy") is not None else None,
+             _fmt(r.get("first_frame_psnr")), _fmt(r.get("motion_spearman")),
              _fmt(r.get("tflops"), 3), r.get("source") or r.get("paper_source")] for r in rows]
     note = f"**{table}**: {ABLATION_TABLES[table]}."
+    if spread := spread_note([r for r in rows if r.get("fvd_proxy") is not None]):
+        note += " " + spread
     if problems:
         note += " Project records: " + "; ".join(problems)
     return plots.ablation_bars(table, rows), grid, note

@@ -16,7 +16,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,19 +100,50 @@ def score(videos: list[np.ndarray], ref: Reference, vae: torch.nn.Module, proxy:
     gen_feats = proxy.features(videos)
     trips = round_trips(ref, vae)
     psnrs = [M.first_frame_psnr(v, t) for v, t in zip(videos, trips, strict=True)]
-    rho, motions = M.motion_spearman([c.motion_bucket_id for c in ref.clips], videos)
+    buckets = [c.motion_bucket_id for c in ref.clips]
+    rho, motions = M.motion_spearman(buckets, videos)
+    consecutive = [M.consecutive_psnr(v) for v in videos]
     row: dict[str, Any] = {
         "fvd_proxy": round(M.frechet_distance_features(ref.proxy_features, gen_feats), 4),
         "first_frame_psnr": round(float(np.mean(psnrs)), 3),
         "first_frame_psnr_min": round(float(np.min(psnrs)), 3),
         "motion_spearman": round(rho, 4),
         "motion_measured_mean_ref_px": round(float(np.mean(motions)), 4),
-        "consecutive_psnr": round(float(np.mean([M.consecutive_psnr(v) for v in videos])), 3),
+        "consecutive_psnr": round(float(np.mean(consecutive)), 3),
         "consecutive_psnr_real": round(ref.real_consecutive_psnr, 3),
+        "spread": spread(ref.proxy_features, gen_feats, psnrs, buckets, motions, consecutive),
+        # per test clip, in clip order (the same clips and seeds for every row): paired comparisons between rows
+        "per_clip": {"first_frame_psnr": [round(float(v), 3) for v in psnrs],
+                     "motion_ref_px": [round(float(v), 4) for v in motions],
+                     "consecutive_psnr": [round(float(v), 3) for v in consecutive]},
     }
     if detector is not None:
         row["fvd"] = round(M.frechet_distance_features(ref.i3d_features, M.i3d_features(detector, videos)), 3)
     return row
+
+
+def spread(real_features: np.ndarray, gen_features: np.ndarray, psnrs: list[float], buckets: list[float],
+           motions: list[float], consecutive: list[float], seed: int = 0) -> dict[str, Any]:
+    """95% bootstrap intervals over the test clips of a row's metrics (``explorer.metrics.bootstrap_interval``).
+
+    Clips are resampled as pairs (generated clip i with its real clip i: the rows of a table share the test clips
+    and seeds, and a difference between rows is a difference on the same clips), so the FVD-proxy interval is the
+    distance between the resampled sets. Means and the Spearman are recomputed on each resample."""
+    n = len(psnrs)
+    real, gen = np.asarray(real_features), np.asarray(gen_features)
+    p, b, m, c = (np.asarray(v, np.float64) for v in (psnrs, buckets, motions, consecutive))
+    stats: dict[str, Callable[[np.ndarray], float]] = {
+        "fvd_proxy": lambda i: M.frechet_distance_eigh(real[i], gen[i]),
+        "first_frame_psnr": lambda i: float(p[i].mean()),
+        "motion_spearman": lambda i: M.spearman(b[i], m[i]),
+        "consecutive_psnr": lambda i: float(c[i].mean()),
+    }
+    out: dict[str, Any] = {"method": f"bootstrap over {n} clips, {M.BOOTSTRAP_RESAMPLES} resamples, "
+                                     f"{M.BOOTSTRAP_LEVEL:.0%} bias-corrected percentile interval, seed {seed}"}
+    for name, fn in stats.items():
+        low, high = M.bootstrap_interval(fn, n, seed=seed)
+        out[name] = [round(low, 4), round(high, 4)]
+    return out
 
 
 BUCKET_SWEEP: tuple[int, int] = (20, 255)

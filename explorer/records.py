@@ -197,9 +197,40 @@ def read_ablations(checkpoints: Path) -> tuple[list[dict[str, Any]], list[str]]:
             "fvd_proxy": _num(rec.get("fvd_proxy")), "tflops": _num(rec.get("tflops")),
             "first_frame_psnr": _num(rec.get("first_frame_psnr")),
             "motion_spearman": _num(rec.get("motion_spearman")),
+            "fvd_proxy_ci": _interval((rec.get("spread") or {}).get("fvd_proxy")
+                                      if isinstance(rec.get("spread"), dict) else None),
             "source": str(rec.get("source") or f"{MEASURED} ({path.name})"), "file": path.name,
         })
     return rows, problems
+
+
+def _interval(value: Any) -> tuple[float, float] | None:
+    """A recorded (low, high) interval, or None when absent or malformed (records from before spreads)."""
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        return None
+    low, high = (_num(v) for v in value)
+    return (low, high) if low is not None and high is not None and low <= high else None
+
+
+def distinguishable(rows: Sequence[dict[str, Any]], key: str = "fvd_proxy") -> dict[str, Any]:
+    """Which project rows of one table differ from the best (lowest ``key``) by more than the spread.
+
+    Returns {'best': label | None, 'beyond': [labels whose interval does not overlap the best's],
+    'within': [labels that overlap it], 'no_spread': [labels recorded without an interval]}."""
+    from explorer.metrics import intervals_overlap
+
+    scored = [r for r in rows if r.get(key) is not None]
+    out: dict[str, Any] = {"best": None, "beyond": [], "within": [], "no_spread": []}
+    if not scored:
+        return out
+    best = min(scored, key=lambda r: r[key])
+    out["best"] = best["label"]
+    for r in scored:
+        if r is best:
+            continue
+        overlap = intervals_overlap(best.get(f"{key}_ci"), r.get(f"{key}_ci"))
+        out["no_spread" if overlap is None else "within" if overlap else "beyond"].append(r["label"])
+    return out
 
 
 ABLATION_TABLES: dict[str, str] = {
@@ -225,7 +256,8 @@ def ablation_comparison(table: str, project: Sequence[dict[str, Any]]) -> list[d
             continue
         row = rows.setdefault(p["label"], {"label": p["label"], "paper_fvd": None, "paper_tflops": None,
                                            "paper_phone_ms": None, "paper_source": None})
-        row.update({"fvd_proxy": p.get("fvd_proxy"), "first_frame_psnr": p.get("first_frame_psnr"),
+        row.update({"fvd_proxy": p.get("fvd_proxy"), "fvd_proxy_ci": p.get("fvd_proxy_ci"),
+                    "first_frame_psnr": p.get("first_frame_psnr"),
                     "motion_spearman": p.get("motion_spearman"), "tflops": p.get("tflops"),
                     "source": p.get("source")})
     return list(rows.values())
@@ -387,6 +419,6 @@ def read_gates(checkpoints: Path, total: int | None = None) -> GatesRecord:
 
 __all__ = [
     "ABLATION_TABLES", "ACCOUNTING", "ESTIMATE", "GATES_FILES", "GatesRecord", "LATENCY_FIELDS", "MEASURED", "PAPER",
-    "ablation_comparison", "all_metrics", "paper_latency_rows", "read_ablations", "read_gates", "read_json",
-    "read_latency", "read_metrics",
+    "ablation_comparison", "all_metrics", "distinguishable", "paper_latency_rows", "read_ablations", "read_gates",
+    "read_json", "read_latency", "read_metrics",
 ]

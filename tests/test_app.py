@@ -742,3 +742,38 @@ def test_examples_are_cached_at_start_up_and_shown_at_once(tmp_path: Path) -> No
         assert not tab_compare.example_is_cached(c, *randomised)
     finally:
         c.close()
+
+
+def test_ablation_rows_show_their_spread_and_which_differences_are_real(tmp_path: Path) -> None:
+    """Issue 15: no spread was shown, so differences of ~0.4 FVD-proxy could not be read. Records with a
+    ``spread`` get a 95% interval column, error bars and a note naming the rows beyond the best's interval;
+    records from before spreads say so."""
+    from app import tab_ablations
+
+    ck = tmp_path / "ck"
+    (ck / "ablations").mkdir(parents=True)
+    recs = [{"table": "Table 3", "label": "temporal only", "fvd_proxy": 17.0, "spread": {"fvd_proxy": [16.2, 17.9]}},
+            {"table": "Table 3", "label": "spatial only", "fvd_proxy": 17.4, "spread": {"fvd_proxy": [16.5, 18.3]}},
+            {"table": "Table 3", "label": "temporal + spatial", "fvd_proxy": 21.0,
+             "spread": {"fvd_proxy": [20.1, 22.0]}},
+            {"table": "Table 3", "label": "no multiscaling", "fvd_proxy": 19.0},
+            {"table": "Table 3", "label": "bad spread", "fvd_proxy": 19.5, "spread": {"fvd_proxy": [3, "x"]}}]
+    (ck / "ablations" / "t3.json").write_text(json.dumps(recs))
+    rows, problems = R.read_ablations(ck)
+    assert not problems
+    assert R.distinguishable(rows) == {"best": "temporal only", "beyond": ["temporal + spatial"],
+                                       "within": ["spatial only"], "no_spread": ["no multiscaling", "bad spread"]}
+    small = AppContext.create(ck, placeholders="auto", placeholder_scale="micro")
+    try:
+        fig, grid, note = tab_ablations.view(small, "Table 3")
+    finally:
+        small.close()
+    col = tab_ablations.HEADERS.index("FVD-proxy 95% interval")
+    by_label = {r[0]: r for r in grid}
+    assert by_label["temporal only"][col] == "16.20 - 17.90" and by_label["no multiscaling"][col] == "not recorded"
+    assert "beyond the spread" in note and "temporal + spatial" in note and "Within the spread" in note
+    assert "run_ablations.py --force" in note
+    bars = next(tr for tr in fig.data if tr.xaxis == "x2")
+    minus = dict(zip(bars.x, bars.error_y.arrayminus, strict=True))
+    assert bars.error_y.visible and minus["temporal only"] == pytest.approx(0.8) and minus["no multiscaling"] == 0
+    assert fig.layout.yaxis2.range[1] > 22.0  # the axis holds the intervals, not just the bars

@@ -310,3 +310,28 @@ def test_bucket_sweep_reports_motion_per_bucket() -> None:
     assert set(out["motion_ref_px"]) == {"20", "255"} and out["photo"] == "chelsea"
     lo, hi = out["motion_ref_px"]["20"], out["motion_ref_px"]["255"]
     assert out["ratio"] == pytest.approx(hi / lo if lo > 0 else (float("inf") if hi > 0 else 1.0), rel=1e-3)
+
+
+def test_bootstrap_interval_contains_the_value_and_is_reproducible() -> None:
+    """Issue 15: ablation rows need a spread; the resampled FVD-proxy is biased upward (repeated clips shrink the
+    covariance), so the interval is bias-corrected and must contain the full-set value."""
+    from explorer.evaluation import spread
+
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(32, 128))
+    gen = real + rng.normal(scale=0.5, size=(32, 128))
+    fd = M.frechet_distance_features(real, gen)
+    assert M.frechet_distance_eigh(real, gen) == pytest.approx(fd, rel=1e-5)
+    psnrs = list(rng.normal(20, 1, 32))
+    s = spread(real, gen, psnrs, list(rng.integers(1, 255, 32)), list(rng.random(32)), list(rng.normal(25, 1, 32)))
+    assert s["fvd_proxy"][0] < fd < s["fvd_proxy"][1]
+    assert s["first_frame_psnr"][0] < np.mean(psnrs) < s["first_frame_psnr"][1]
+    assert set(s) == {"method", "fvd_proxy", "first_frame_psnr", "motion_spearman", "consecutive_psnr"}
+    again = M.bootstrap_interval(lambda i: float(np.mean(np.asarray(psnrs)[i])), 32)
+    assert again == M.bootstrap_interval(lambda i: float(np.mean(np.asarray(psnrs)[i])), 32)  # seeded
+    wide = M.bootstrap_interval(lambda i: float(np.mean(np.asarray(psnrs[:8])[i])), 8)
+    assert wide[1] - wide[0] > again[1] - again[0]  # fewer clips, wider interval
+    assert M.intervals_overlap((1, 2), (1.5, 3)) and not M.intervals_overlap((1, 2), (2.5, 3))
+    assert M.intervals_overlap(None, (1, 2)) is None
+    with pytest.raises(ValueError):
+        M.bootstrap_interval(lambda i: 0.0, 1)
