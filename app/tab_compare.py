@@ -30,6 +30,7 @@ from explorer.serving import (
     check_image,
     compose,
     prune_outputs,
+    reason_of,
     run_stage,
     shorten,
     upscale_note,
@@ -302,7 +303,7 @@ def compare_requests(
         try:
             keys.append(ctx.catalog.entry(s).key)
         except KeyError as exc:
-            raise gr.Error(str(exc).strip('"')) from None
+            raise gr.Error(reason_of(exc)) from None
     order = {k: i for i, k in enumerate(ctx.catalog.entries)}
     keys = sorted(dict.fromkeys(keys), key=lambda k: order.get(k, 999))  # path order, whatever the click order
     overrides = parse_table(table)

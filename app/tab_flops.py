@@ -55,7 +55,7 @@ def count(ctx: AppContext, slug: str, scale: str, width: Any, height: Any, frame
         raise gr.Error(f"unknown stage {shorten(repr(str(slug)), 60)}; valid stages: "
                        f"{', '.join(registry.SLUGS)}") from None
     if scale not in SCALES:
-        raise gr.Error(f"scale must be one of {SCALES}")
+        raise gr.Error(f"scale must be one of: {', '.join(SCALES)}")
     kept_blocks = _kept(kept, temporal_block_count(scale))
     if kept_blocks is not None and slug not in PRUNED:
         raise gr.Error(f"{slug} is not a pruned stage; leave 'kept blocks' empty")

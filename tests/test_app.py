@@ -777,3 +777,19 @@ def test_ablation_rows_show_their_spread_and_which_differences_are_real(tmp_path
     minus = dict(zip(bars.x, bars.error_y.arrayminus, strict=True))
     assert bars.error_y.visible and minus["temporal only"] == pytest.approx(0.8) and minus["no multiscaling"] == 0
     assert fig.layout.yaxis2.range[1] > 22.0  # the axis holds the intervals, not just the bars
+
+
+def test_error_toasts_carry_no_stray_quotes() -> None:
+    """Issue 15: a toast showed stray quotes: ``str(KeyError(msg))`` wraps the message in quotes (and escapes a
+    name holding both kinds), and the FLOPs tab printed the scales as a Python list."""
+    import gradio as gr
+
+    from app import tab_flops
+    from explorer.serving import reason_of
+
+    msg = """unknown stage 'a"b\\'c'; known: svd"""
+    assert reason_of(KeyError(msg)) == msg
+    assert reason_of(KeyError("plain")) == "plain" and reason_of(ValueError("v")) == "v"
+    with pytest.raises(gr.Error) as err:
+        tab_flops.count(None, "svd", "huge", 0, 0, 0, "")  # type: ignore[arg-type]
+    assert str(err.value.message) == "scale must be one of: full, tiny"

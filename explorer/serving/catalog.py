@@ -504,7 +504,11 @@ class StageCatalog:
 
 
 def reason_of(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
+    """An exception as one line a user can read: a KeyError's message without the quotes ``str`` wraps it in."""
+    if isinstance(exc, KeyError) and len(exc.args) == 1 and isinstance(exc.args[0], str):
+        text = exc.args[0].strip() or type(exc).__name__
+    else:
+        text = str(exc).strip() or type(exc).__name__
     return text if len(text) < 600 else text[:600] + " ..."
 
 
