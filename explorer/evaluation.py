@@ -103,6 +103,7 @@ def score(videos: list[np.ndarray], ref: Reference, vae: torch.nn.Module, proxy:
     buckets = [c.motion_bucket_id for c in ref.clips]
     rho, motions = M.motion_spearman(buckets, videos)
     consecutive = [M.consecutive_psnr(v) for v in videos]
+    detail = [M.sharpness_and_fade(v, t) for v, t in zip(videos, trips, strict=True)]
     row: dict[str, Any] = {
         "fvd_proxy": round(M.frechet_distance_features(ref.proxy_features, gen_feats), 4),
         "first_frame_psnr": round(float(np.mean(psnrs)), 3),
@@ -111,6 +112,10 @@ def score(videos: list[np.ndarray], ref: Reference, vae: torch.nn.Module, proxy:
         "motion_measured_mean_ref_px": round(float(np.mean(motions)), 4),
         "consecutive_psnr": round(float(np.mean(consecutive)), 3),
         "consecutive_psnr_real": round(ref.real_consecutive_psnr, 3),
+        # no blur, no fade (issue 13's floors): means over clips of explorer.metrics.sharpness_and_fade
+        **{k: round(float(np.mean([d[k] for d in detail])), 4) for k in ("hf_kept_frame0", "hf_kept_median")},
+        "std_drift_mean": round(float(np.mean([d["std_drift_max"] for d in detail])), 4),  # per clip: worst frame
+        "std_drift_max": round(float(np.max([d["std_drift_max"] for d in detail])), 4),  # the worst clip
         "spread": spread(ref.proxy_features, gen_feats, psnrs, buckets, motions, consecutive),
         # per test clip, in clip order (the same clips and seeds for every row): paired comparisons between rows
         "per_clip": {"first_frame_psnr": [round(float(v), 3) for v in psnrs],

@@ -139,6 +139,37 @@ def first_frame_psnr(video: Any, reference: Any) -> float:
 
 
 # ------------------------------------------------------------------------------------------------------------
+# Sharpness and fade: what a one-step generator that regresses to the mean loses
+
+
+def _unit_images(frames: Any) -> torch.Tensor:
+    """(F, H, W, 3) or (H, W, 3) uint8 / float in [0, 1] -> (F, 3, H, W) float64 in [-1, 1]."""
+    arr = to_float01(frames)
+    if arr.ndim == 3:
+        arr = arr[None]
+    return torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).mul(2).sub(1)
+
+
+def sharpness_and_fade(video: Any, round_trip: Any) -> dict[str, float]:
+    """How much detail each frame keeps and whether the clip fades, at the clip's own size.
+
+    ``hf_kept_frame0`` / ``hf_kept_median``: frame 0's and the median over frames of each frame's high-frequency
+    energy (variance of the Laplacian of the luminance, ``explorer.vae.laplacian_energy``) as a fraction of the
+    conditioning image's VAE round trip (what the UNet could keep at best). ``std_drift_max``: the largest
+    relative change of a frame's pixel standard deviation from frame 0's (a fade towards a flat colour grows it).
+    """
+    from explorer.vae import laplacian_energy
+
+    frames = _unit_images(video)
+    ref = float(laplacian_energy(_unit_images(round_trip))[0])
+    energy = laplacian_energy(frames).numpy() / max(ref, 1e-12)
+    std = frames.flatten(1).std(dim=1).numpy()
+    drift = np.abs(std - std[0]) / max(float(std[0]), 1e-12)
+    return {"hf_kept_frame0": float(energy[0]), "hf_kept_median": float(np.median(energy)),
+            "std_drift_max": float(drift.max())}
+
+
+# ------------------------------------------------------------------------------------------------------------
 # Motion: phase correlation
 
 

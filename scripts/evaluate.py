@@ -104,14 +104,15 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> list[dic
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    head = ("stage", "res", "nfe", "clips", "fvd_proxy", "ff_psnr", "cons_psnr", "motion_rho", "b255/b20", "fvd",
-            "s/clip")
+    head = ("stage", "res", "nfe", "clips", "fvd_proxy", "ff_psnr", "cons_psnr", "motion_rho", "b255/b20",
+            "hf0", "hf_med", "std_drift", "fvd", "s/clip")
     lines = [" | ".join(head), " | ".join("---" for _ in head)]
     for r in rows:
         sweep = r.get("bucket_sweep") or {}
         vals = (r["stage"], r["resolution"], r["nfe"], r["clips"], r["fvd_proxy"], r["first_frame_psnr"],
-                r.get("consecutive_psnr", "-"), r["motion_spearman"], sweep.get("ratio", "-"), r.get("fvd", "-"),
-                r["seconds_per_clip"])
+                r.get("consecutive_psnr", "-"), r["motion_spearman"], sweep.get("ratio", "-"),
+                r.get("hf_kept_frame0", "-"), r.get("hf_kept_median", "-"), r.get("std_drift_mean", "-"),
+                r.get("fvd", "-"), r["seconds_per_clip"])
         lines.append(" | ".join(str(v) for v in vals))
     return "\n".join(lines)
 

@@ -335,3 +335,26 @@ def test_bootstrap_interval_contains_the_value_and_is_reproducible() -> None:
     assert M.intervals_overlap(None, (1, 2)) is None
     with pytest.raises(ValueError):
         M.bootstrap_interval(lambda i: 0.0, 1)
+
+
+def test_sharpness_and_fade_see_blur_and_fading() -> None:
+    """Issue 13's floors: a blurred clip keeps less high-frequency energy than the round trip, a clip fading to a
+    flat colour drifts in pixel standard deviation; a sharp static copy keeps everything and does not drift."""
+    import torch.nn.functional as F
+
+    rng = np.random.default_rng(0)
+    image = (rng.random((32, 48, 3)) * 255).astype(np.uint8)
+    static = np.stack([image] * 6)
+    same = M.sharpness_and_fade(static, image)
+    assert same["hf_kept_frame0"] == pytest.approx(1.0) and same["hf_kept_median"] == pytest.approx(1.0)
+    assert same["std_drift_max"] == pytest.approx(0.0, abs=1e-9)
+    x = torch.from_numpy(static).permute(0, 3, 1, 2).double()
+    blurred = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    blurred = blurred.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+    soft = M.sharpness_and_fade(blurred, image)
+    assert soft["hf_kept_frame0"] < 0.3 and soft["hf_kept_median"] < 0.3
+    grey = np.full_like(image, 128)
+    fading = np.stack([(image * (1 - t / 5) + grey * (t / 5)).astype(np.uint8) for t in range(6)])
+    fade = M.sharpness_and_fade(fading, image)
+    assert fade["hf_kept_frame0"] == pytest.approx(1.0, rel=1e-3) and fade["std_drift_max"] > 0.9
+    assert fade["hf_kept_median"] < 0.5
