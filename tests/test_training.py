@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -282,3 +283,54 @@ def test_learning_curve_table_and_plot(tmp_path: Path) -> None:
     assert "| svd-pretrain-small | 1000 | 16000 | 64x32 | 0.500 (0.300)" in table and "20.00" in table
     plot_curves(curves, str(tmp_path / "c.png"))
     assert (tmp_path / "c.png").stat().st_size > 10_000
+
+
+def test_teacher_sample_and_distillation_and_held_out_probe(tmp_path: Path) -> None:
+    """Issue 13's levers: the teacher's Euler sampler (one step = its denoised estimate at sigma_max; guidance
+    1 = no unconditional branch), the distillation term in the generator loss (logged; off by default leaves the
+    pure adversarial run unchanged) and the held-out discriminator accuracy (logged every probe_every steps)."""
+    from explorer import edm
+    from explorer.components import build_image_encoder
+    from explorer.models import build_unet
+    from explorer.training.adversarial import AdversarialConfig, train_adversarial
+    from explorer.training.denoise import Conditioning
+    from explorer.training.distill import teacher_sample
+
+    teacher = build_unet("micro", seed=1).eval()
+    g = torch.Generator().manual_seed(0)
+    c = teacher.config
+    latents = torch.randn(2, 14, c.out_channels, 2, 4, generator=g)
+    cond = Conditioning(latents, torch.randn(2, c.out_channels, 2, 4, generator=g),
+                        torch.randn(2, 1, c.cross_attention_dim, generator=g), edm.added_time_ids(6, 127, 0.02, 2))
+    noise = torch.randn(latents.shape, generator=g)
+    one = teacher_sample(teacher, cond, noise, steps=1, min_guidance=1.0, max_guidance=1.0)
+    sigma = torch.full((2,), edm.SIGMA_MAX)
+    with torch.no_grad():
+        direct = edm.denoise(teacher, noise * edm.SIGMA_MAX, sigma, cond.image_latents, cond.image_embeds,
+                             cond.time_ids)
+    assert torch.allclose(one, direct)
+    guided = teacher_sample(teacher, cond, noise, steps=3, min_guidance=1.0, max_guidance=3.0)
+    assert guided.shape == latents.shape and torch.isfinite(guided).all()
+    with pytest.raises(ValueError):
+        teacher_sample(teacher, cond, noise, steps=0)
+
+    def run(name: str, **kw: Any) -> list[dict[str, Any]]:
+        unet = build_unet("micro", seed=0)
+        settings = {"size": (32, 16), "steps": 2, "batch": 2, "num_workers": 0, "ckpt_every": 2, "log_every": 1,
+                    "r1_every": 1, "warmup": 1, **kw}
+        cfg = AdversarialConfig(out=str(tmp_path / name), **settings)
+        train_adversarial(cfg, unet, build_unet("micro", seed=1), build_vae("micro"), build_image_encoder("micro"),
+                          progress=False)
+        return [json.loads(x) for x in (tmp_path / name / "log.jsonl").read_text().splitlines()]
+
+    plain = run("plain")
+    off = run("off", distill_weight=0.0, distill_steps=2, probe_every=2, probe_clips=2)
+    on = run("on", distill_weight=1.0, distill_steps=2, distill_guidance=(1.0, 2.0))
+    assert "distill" not in plain[-1] and "distill" in on[-1] and on[-1]["distill"] > 0
+    for key in ("loss_d", "adv", "rec"):  # the probe and the unused distillation settings change nothing
+        assert [r[key] for r in off] == [r[key] for r in plain]
+    assert "heldout_acc" not in off[0] and 0.0 <= off[1]["heldout_acc"] <= 1.0
+    assert {"heldout_acc_real", "heldout_acc_fake"} <= set(off[1])
+    assert on[0]["loss_d"] == plain[0]["loss_d"]  # the distillation draws come after every other draw
+    with pytest.raises(ValueError, match="multiple of log_every"):
+        run("bad", probe_every=3, log_every=2)

@@ -33,6 +33,7 @@ from explorer import data, edm, randomness
 from explorer.randomness import Random, RowRandom
 from explorer.training.common import EMA, Checkpointer, JsonlLog, lr_at, start_run
 from explorer.training.denoise import Conditioning, encode_batch
+from explorer.training.distill import discriminator_accuracy, probe_inputs, teacher_sample
 
 # ----------------------------------------------------------------------------------------------------------
 # Discriminator
@@ -222,6 +223,14 @@ class AdversarialConfig:
     ckpt_every: int = 100
     num_workers: int = 1
     threads: int = 0
+    # distillation onto the teacher's own samples (a deviation from the paper; 0 = the pure adversarial recipe):
+    # the one-step output from sigma_max * eps regresses (pseudo-Huber) onto the teacher's clip from the same eps
+    distill_weight: float = 0.0
+    distill_steps: int = 8  # the teacher's Euler steps (x2 UNet evaluations with guidance)
+    distill_guidance: tuple[float, float] = (1.0, 3.0)  # the teacher's CFG ramp over frames (1, 1: none)
+    # held-out probe: discriminator accuracy on fixed validation clips vs the generator's (0 = off)
+    probe_every: int = 0
+    probe_clips: int = 8
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -278,6 +287,7 @@ def _generator_step(
     cfg: AdversarialConfig, unet: nn.Module, disc: nn.Module, opt: torch.optim.Optimizer, accelerator: Any,
     cond: Conditioning, fake: torch.Tensor, gen: RowRandom, randn: Callable[[], torch.Tensor],
     clipped: list[nn.Parameter], extra_loss: Callable[[nn.Module], torch.Tensor] | None,
+    teacher: nn.Module | None = None,
 ) -> dict[str, torch.Tensor]:
     """One update of the generator: hinge through the (just updated) discriminator on freshly noised one-step
     clips + ``cfg.recon_weight`` x pseudo-Huber to the real clip (+ ``extra_loss``). Returns the values to log."""
@@ -287,13 +297,36 @@ def _generator_step(
     adv = hinge_g(disc(x_g, s_g, cond))
     rec = pseudo_huber(fake, cond.latents, cfg.huber_c)
     loss = adv + cfg.recon_weight * rec
+    out = {"adv": adv.detach(), "rec": rec.detach()}
+    if cfg.distill_weight > 0 and teacher is not None:  # draws after the others: off, the stream is unchanged
+        eps = randn()
+        sigma_max = torch.full((b,), edm.SIGMA_MAX, device=device)
+        target = teacher_sample(teacher, cond, eps, cfg.distill_steps, *cfg.distill_guidance)
+        student = edm.denoise(unet, sigma_max.view(b, 1, 1, 1, 1) * eps, sigma_max, cond.image_latents,
+                              cond.image_embeds, cond.time_ids)
+        distill = pseudo_huber(student, target, cfg.huber_c)
+        loss = loss + cfg.distill_weight * distill
+        out["distill"] = distill.detach()
     if extra_loss is not None:
         loss = loss + extra_loss(accelerator.unwrap_model(unet))
     opt.zero_grad(set_to_none=True)
     accelerator.backward(loss)
     accelerator.clip_grad_norm_(clipped, 1.0)
     opt.step()
-    return {"loss_g": loss.detach(), "adv": adv.detach(), "rec": rec.detach()}
+    return {"loss_g": loss.detach(), **out}
+
+
+def _probe(unet: nn.Module, disc: nn.Module, probe: tuple[Any, ...]) -> dict[str, float]:
+    """Held-out discriminator accuracy: fixed validation clips vs the generator's one-step clips from fixed noise
+    (unwrapped models, main process only, so no data-parallel collective runs on one process)."""
+    cond, g_noise, sigmas, d_noise = probe
+    b = cond.latents.shape[0]
+    was_training = unet.training
+    unet.eval()
+    with torch.no_grad():
+        fake = one_step(unet, cond, torch.full((b,), edm.SIGMA_MAX, device=g_noise.device), g_noise)
+    unet.train(was_training)
+    return discriminator_accuracy(disc, cond.latents, fake, sigmas, d_noise, cond)
 
 
 def train_adversarial(
@@ -344,6 +377,12 @@ def train_adversarial(
     unet, disc, opt_g, opt_d = accelerator.prepare(unet, disc, opt_g, opt_d)
     vae.to(device)
     image_encoder.to(device)
+    if cfg.distill_weight > 0:
+        teacher.requires_grad_(False).eval().to(device)
+    if cfg.probe_every and cfg.probe_every % cfg.log_every:
+        raise ValueError(f"probe_every ({cfg.probe_every}) must be a multiple of log_every ({cfg.log_every})")
+    probe = probe_inputs(cfg, vae, image_encoder, device) if cfg.probe_every and accelerator.is_main_process \
+        else None
     core = accelerator.unwrap_model
     main = accelerator.is_main_process
     g_levels = generator_sigmas(cfg.g_levels, cfg.g_top)
@@ -373,7 +412,7 @@ def train_adversarial(
 
         d = _discriminator_step(cfg, disc, opt_d, accelerator, cond, fake.detach(), gen, randn, step)
         g = _generator_step(cfg, unet, disc, opt_g, accelerator, cond, fake, gen, randn,
-                            g_params + extra_params, extra_loss)
+                            g_params + extra_params, extra_loss, teacher if cfg.distill_weight > 0 else None)
         ema.update(core(unet))
         step += 1
         seen += clips_per_step
@@ -382,6 +421,8 @@ def train_adversarial(
             el = time.time() - t0
             row = {"step": step, **{k: float(v) for k, v in {**d, **g}.items()}, "clips_per_s": seen / el,
                    "elapsed_s": el}
+            if probe is not None and step % cfg.probe_every == 0:
+                row.update(_probe(core(unet), core(disc), probe))
             if on_log is not None:
                 row.update(on_log(step))
             log.write(**row)
