@@ -58,7 +58,9 @@ class FlopsReport:
     flops: int
     params: int
     layers: list[Layer] = field(default_factory=list)
-    modules: dict[str, int] = field(default_factory=dict, repr=False)  # every module path's FLOPs (with children)
+    # every module path's FLOPs, children included, as the counter saw them (empty for a report derived by pruning
+    # a counted parent, whose containers' counts would still include the removed blocks)
+    modules: dict[str, int] = field(default_factory=dict, repr=False)
 
     @property
     def tflops(self) -> float:
@@ -150,7 +152,9 @@ def count_unet_flops(model: nn.Module, inputs: dict[str, torch.Tensor]) -> Flops
     root = type(model).__name__
     modules = {key[len(root) + 1:]: int(sum(ops.values())) for key, ops in counter.get_flop_counts().items()
                if key.startswith(root + ".")}
-    return _attribute(model, modules, int(counter.get_total_flops()))
+    report = _attribute(model, modules, int(counter.get_total_flops()))
+    report.modules = modules
+    return report
 
 
 def _attribute(model: nn.Module, modules: dict[str, int], total: int) -> FlopsReport:
@@ -171,7 +175,7 @@ def _attribute(model: nn.Module, modules: dict[str, int], total: int) -> FlopsRe
     if residual:
         layers.append(Layer(name="(unattributed)", type="other", block="stem", flops=residual, params=0))
     params = sum(p.numel() for p in model.parameters())
-    return FlopsReport(flops=total, params=params, layers=layers, modules=modules)
+    return FlopsReport(flops=total, params=params, layers=layers)
 
 
 def latent_size(width: int, height: int, scale: str) -> tuple[int, int]:
