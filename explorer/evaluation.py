@@ -135,6 +135,8 @@ def spread(real_features: np.ndarray, gen_features: np.ndarray, psnrs: list[floa
     and seeds, and a difference between rows is a difference on the same clips), so the FVD-proxy interval is the
     distance between the resampled sets. Means and the Spearman are recomputed on each resample."""
     n = len(psnrs)
+    if n < 2:
+        return {"method": f"none: a bootstrap needs at least 2 clips, got {n}"}
     real, gen = np.asarray(real_features), np.asarray(gen_features)
     p, b, m, c = (np.asarray(v, np.float64) for v in (psnrs, buckets, motions, consecutive))
     stats: dict[str, Callable[[np.ndarray], float]] = {
