@@ -33,7 +33,7 @@ from explorer import data, edm, randomness
 from explorer.randomness import Random, RowRandom
 from explorer.training.common import EMA, Checkpointer, JsonlLog, lr_at, start_run
 from explorer.training.denoise import Conditioning, encode_batch
-from explorer.training.distill import discriminator_accuracy, probe_inputs, teacher_sample
+from explorer.training.distill import discriminator_accuracy, held_out_batch, teacher_sample
 
 # ----------------------------------------------------------------------------------------------------------
 # Discriminator
@@ -287,7 +287,7 @@ def _generator_step(
     cfg: AdversarialConfig, unet: nn.Module, disc: nn.Module, opt: torch.optim.Optimizer, accelerator: Any,
     cond: Conditioning, fake: torch.Tensor, gen: RowRandom, randn: Callable[[], torch.Tensor],
     clipped: list[nn.Parameter], extra_loss: Callable[[nn.Module], torch.Tensor] | None,
-    teacher: nn.Module | None = None,
+    teacher: nn.Module,
 ) -> dict[str, torch.Tensor]:
     """One update of the generator: hinge through the (just updated) discriminator on freshly noised one-step
     clips + ``cfg.recon_weight`` x pseudo-Huber to the real clip (+ ``extra_loss``). Returns the values to log."""
@@ -298,7 +298,7 @@ def _generator_step(
     rec = pseudo_huber(fake, cond.latents, cfg.huber_c)
     loss = adv + cfg.recon_weight * rec
     out = {"adv": adv.detach(), "rec": rec.detach()}
-    if cfg.distill_weight > 0 and teacher is not None:  # draws after the others: off, the stream is unchanged
+    if cfg.distill_weight > 0:  # draws after the others: off, the stream is unchanged
         eps = randn()
         sigma_max = torch.full((b,), edm.SIGMA_MAX, device=device)
         target = teacher_sample(teacher, cond, eps, cfg.distill_steps, *cfg.distill_guidance)
@@ -316,6 +316,22 @@ def _generator_step(
     return {"loss_g": loss.detach(), **out}
 
 
+def _probe_inputs(cfg: AdversarialConfig, vae: nn.Module, image_encoder: nn.Module, device: torch.device
+                  ) -> tuple[Conditioning, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The held-out probe's fixed inputs, drawn once: conditioning of the validation clips, the generator's
+    noise, the discriminator's noise levels and its noise for the [real; generated] batch (so successive probes
+    differ only by the models)."""
+    gen = torch.Generator().manual_seed(int(cfg.seed) * 104729 + 17)
+    batch = {k: v.to(device) for k, v in held_out_batch(tuple(cfg.size), cfg.frames, cfg.probe_clips).items()}
+    cond = encode_batch(batch, vae, image_encoder, gen, cfg.aug_mean, cfg.aug_std, embed_grad=False)
+    shape = cond.latents.shape
+    g_noise = torch.randn(shape, generator=gen).to(device)
+    sigmas = discriminator_sigmas(shape[0], gen, cfg.d_p_mean, cfg.d_p_std).to(device)
+    d_noise = torch.randn((2 * shape[0], *shape[1:]), generator=gen).to(device)
+    return cond, g_noise, sigmas, d_noise
+
+
+@torch.no_grad()
 def _probe(unet: nn.Module, disc: nn.Module, probe: tuple[Any, ...]) -> dict[str, float]:
     """Held-out discriminator accuracy: fixed validation clips vs the generator's one-step clips from fixed noise
     (unwrapped models, main process only, so no data-parallel collective runs on one process)."""
@@ -323,10 +339,11 @@ def _probe(unet: nn.Module, disc: nn.Module, probe: tuple[Any, ...]) -> dict[str
     b = cond.latents.shape[0]
     was_training = unet.training
     unet.eval()
-    with torch.no_grad():
-        fake = one_step(unet, cond, torch.full((b,), edm.SIGMA_MAX, device=g_noise.device), g_noise)
+    fake = one_step(unet, cond, torch.full((b,), edm.SIGMA_MAX, device=g_noise.device), g_noise)
     unet.train(was_training)
-    return discriminator_accuracy(disc, cond.latents, fake, sigmas, d_noise, cond)
+    both_sigmas = torch.cat([sigmas, sigmas])
+    noisy = torch.cat([cond.latents, fake]) + both_sigmas.view(2 * b, 1, 1, 1, 1) * d_noise
+    return discriminator_accuracy(disc(noisy, both_sigmas, _twice(cond)))
 
 
 def train_adversarial(
@@ -381,7 +398,7 @@ def train_adversarial(
         teacher.requires_grad_(False).eval().to(device)
     if cfg.probe_every and cfg.probe_every % cfg.log_every:
         raise ValueError(f"probe_every ({cfg.probe_every}) must be a multiple of log_every ({cfg.log_every})")
-    probe = probe_inputs(cfg, vae, image_encoder, device) if cfg.probe_every and accelerator.is_main_process \
+    probe = _probe_inputs(cfg, vae, image_encoder, device) if cfg.probe_every and accelerator.is_main_process \
         else None
     core = accelerator.unwrap_model
     main = accelerator.is_main_process
@@ -412,7 +429,7 @@ def train_adversarial(
 
         d = _discriminator_step(cfg, disc, opt_d, accelerator, cond, fake.detach(), gen, randn, step)
         g = _generator_step(cfg, unet, disc, opt_g, accelerator, cond, fake, gen, randn,
-                            g_params + extra_params, extra_loss, teacher if cfg.distill_weight > 0 else None)
+                            g_params + extra_params, extra_loss, teacher)
         ema.update(core(unet))
         step += 1
         seen += clips_per_step

@@ -11,8 +11,6 @@ term does anything.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
@@ -32,22 +30,23 @@ def teacher_sample(teacher: nn.Module, cond: Conditioning, noise: torch.Tensor, 
     sigmas = edm.karras_sigmas(steps).to(noise.device, noise.dtype)
     scale = edm.guidance_ramp(f, min_guidance, max_guidance).to(noise.device, noise.dtype).view(1, f, 1, 1, 1)
     guided = max_guidance > 1.0 or min_guidance > 1.0
-    x = noise * sigmas[0]
-    for i, sigma in enumerate(sigmas):
+
+    def denoised(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         s = sigma.expand(b)
-        if guided:
-            both = edm.denoise(teacher, torch.cat([x, x]), torch.cat([s, s]),
-                               torch.cat([torch.zeros_like(cond.image_latents), cond.image_latents]),
-                               torch.cat([torch.zeros_like(cond.image_embeds), cond.image_embeds]),
-                               torch.cat([cond.time_ids, cond.time_ids]))
-            uncond, conditional = both.chunk(2)
-            x0 = uncond + scale * (conditional - uncond)
-        else:
-            x0 = edm.denoise(teacher, x, s, cond.image_latents, cond.image_embeds, cond.time_ids)
-        if i == len(sigmas) - 1:
-            return x0
-        x = x0 + (x - x0) * (sigmas[i + 1] / sigma)  # Euler on the probability-flow ODE: dx/ds = (x - D) / s
-    return x  # unreachable
+        if not guided:
+            return edm.denoise(teacher, x, s, cond.image_latents, cond.image_embeds, cond.time_ids)
+        both = edm.denoise(teacher, torch.cat([x, x]), torch.cat([s, s]),
+                           torch.cat([torch.zeros_like(cond.image_latents), cond.image_latents]),
+                           torch.cat([torch.zeros_like(cond.image_embeds), cond.image_embeds]),
+                           torch.cat([cond.time_ids, cond.time_ids]))
+        uncond, conditional = both.chunk(2)
+        return uncond + scale * (conditional - uncond)
+
+    x = noise * sigmas[0]
+    for sigma, following in zip(sigmas[:-1], sigmas[1:], strict=True):
+        x0 = denoised(x, sigma)
+        x = x0 + (x - x0) * (following / sigma)  # Euler on the probability-flow ODE: dx/ds = (x - D) / s
+    return denoised(x, sigmas[-1])
 
 
 def held_out_batch(size: tuple[int, int], frames: int, n: int = 8, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -58,40 +57,15 @@ def held_out_batch(size: tuple[int, int], frames: int, n: int = 8, seed: int = 0
             "fps": torch.tensor([c.fps for c in clips], dtype=torch.long)}
 
 
-@torch.no_grad()
-def discriminator_accuracy(disc: nn.Module, real: torch.Tensor, fake: torch.Tensor, sigmas: torch.Tensor,
-                           noise: tuple[torch.Tensor, torch.Tensor], cond: Conditioning) -> dict[str, float]:
-    """How often the discriminator's heads call held-out real clips real (logit > 0) and generated ones generated
-    (logit < 0), both noised at ``sigmas`` with the given noise. Chance is 0.5; a discriminator that has not
-    separated them scores about 0.5 on both, one that has collapsed to a constant scores 1 on one side."""
-    b = real.shape[0]
-    s = sigmas.view(b, 1, 1, 1, 1)
-    twice = Conditioning(torch.cat([cond.latents] * 2), torch.cat([cond.image_latents] * 2),
-                         torch.cat([cond.image_embeds] * 2), torch.cat([cond.time_ids] * 2))
-    logits = disc(torch.cat([real + s * noise[0], fake + s * noise[1]]), torch.cat([sigmas, sigmas]), twice)
-    acc_real = torch.stack([(o[:b] > 0).float().mean() for o in logits]).mean()
-    acc_fake = torch.stack([(o[b:] < 0).float().mean() for o in logits]).mean()
+def discriminator_accuracy(logits: list[torch.Tensor]) -> dict[str, float]:
+    """How often the discriminator's heads call real clips real (logit > 0) and generated ones generated
+    (logit < 0), from the logits of a [real; generated] batch (one tensor per head, real rows first). Chance is
+    0.5; a discriminator that has not separated them scores about 0.5 on both, one that has collapsed to a
+    constant scores 1 on one side."""
+    acc_real = torch.stack([(o[: o.shape[0] // 2] > 0).float().mean() for o in logits]).mean()
+    acc_fake = torch.stack([(o[o.shape[0] // 2:] < 0).float().mean() for o in logits]).mean()
     return {"heldout_acc_real": float(acc_real), "heldout_acc_fake": float(acc_fake),
             "heldout_acc": float((acc_real + acc_fake) / 2)}
 
 
-def probe_inputs(cfg: Any, vae: nn.Module, image_encoder: nn.Module, device: torch.device
-                 ) -> tuple[Conditioning, torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-    """The held-out probe's fixed inputs, drawn once: conditioning of the validation clips, the generator's
-    noise, the discriminator's noise levels and its two noise draws (so successive probes differ only by the
-    models)."""
-    from explorer.training.adversarial import discriminator_sigmas
-    from explorer.training.denoise import encode_batch
-
-    gen = torch.Generator().manual_seed(int(cfg.seed) * 104729 + 17)
-    batch = held_out_batch(tuple(cfg.size), cfg.frames, cfg.probe_clips, seed=0)
-    batch = {k: v.to(device) for k, v in batch.items()}
-    cond = encode_batch(batch, vae, image_encoder, gen, cfg.aug_mean, cfg.aug_std, embed_grad=False)
-    shape = cond.latents.shape
-    g_noise = torch.randn(shape, generator=gen).to(device)
-    sigmas = discriminator_sigmas(shape[0], gen, cfg.d_p_mean, cfg.d_p_std).to(device)
-    d_noise = (torch.randn(shape, generator=gen).to(device), torch.randn(shape, generator=gen).to(device))
-    return cond, g_noise, sigmas, d_noise
-
-
-__all__ = ["discriminator_accuracy", "held_out_batch", "probe_inputs", "teacher_sample"]
+__all__ = ["discriminator_accuracy", "held_out_batch", "teacher_sample"]
