@@ -555,7 +555,7 @@ def ablation_bars(table: str, rows: Sequence[dict[str, Any]]) -> go.Figure:
         fig.add_bar(x=[r["label"] for r in mine], y=vals, row=1, col=2, showlegend=False, error_y=error,
                     marker_color="#72B7B2",
                     customdata=[[r.get("tflops"), r.get("source"),
-                                 f"{ci[0]:.2f}-{ci[1]:.2f}" if ci else "not recorded"] for r, ci in zip(mine, cis,
+                                 f"{ci[0]:.2f} - {ci[1]:.2f}" if ci else "not recorded"] for r, ci in zip(mine, cis,
                                                                                                        strict=True)],
                     hovertemplate="%{x}: FVD-proxy %{y:.2f} (95% interval %{customdata[2]}), %{customdata[0]} "
                                   "TFLOPs/NFE (full scale)<extra>%{customdata[1]}</extra>")
