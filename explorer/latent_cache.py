@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from explorer import data, edm, randomness
@@ -149,8 +149,35 @@ def _write_manifest(root: Path, manifest: dict[str, Any]) -> None:
     os.replace(tmp, root / MANIFEST)
 
 
+_NUMPY_DTYPES = {"F16": np.float16, "F32": np.float32, "F64": np.float64, "BF16": None, "I64": np.int64,
+                 "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
+
+
+def _map_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file as views of a copy-on-write memory map: nothing is read until used, and
+    the pages are the OS's file cache, shared by every process that maps the same shard (several training jobs
+    or data-parallel processes on one machine hold one copy of the cache in memory, not one each)."""
+    with open(path, "rb") as fh:
+        header_len = int.from_bytes(fh.read(8), "little")
+        header = json.loads(fh.read(header_len))
+    base = 8 + header_len
+    out: dict[str, torch.Tensor] = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        dtype = _NUMPY_DTYPES.get(info["dtype"])
+        if dtype is None:
+            raise LatentCacheError(f"{path}: tensor {name} has dtype {info['dtype']}, which the cache never writes")
+        start, end = info["data_offsets"]
+        count = (end - start) // np.dtype(dtype).itemsize
+        array = np.memmap(path, dtype=dtype, mode="c", offset=base + start, shape=(count,)) if count else \
+            np.zeros(0, dtype)
+        out[name] = torch.from_numpy(array).reshape(info["shape"])
+    return out
+
+
 class LatentCache:
-    """A built cache held in memory; batches are drawn reproducibly from the step number."""
+    """A built cache, memory-mapped; batches are drawn reproducibly from the step number."""
 
     def __init__(self, root: str | Path, vae: Any | None = None, image_encoder: Any | None = None) -> None:
         self.root = Path(root)
@@ -164,10 +191,14 @@ class LatentCache:
             if module is not None and fingerprint(module) != self.manifest[name]:
                 raise LatentCacheError(f"{path}: built with another {name} (fingerprint "
                                        f"{self.manifest[name]}, given {fingerprint(module)})")
-        shards = [load_file(str(self.root / s["file"])) for s in self.manifest["shards"]]
+        shards = [_map_safetensors(self.root / s["file"]) for s in self.manifest["shards"]]
         if not shards:
             raise LatentCacheError(f"{path}: the cache holds no clips")
-        self.tensors = {k: torch.cat([s[k] for s in shards]) for k in shards[0]}
+        # the small per-clip tensors are gathered into memory; the latents (almost all of the bytes) stay mapped,
+        # shard by shard, and a batch reads only its rows
+        self._latents = [s["latents"] for s in shards]
+        self._first_row = np.cumsum([0] + [len(x) for x in self._latents])
+        self.tensors = {k: torch.cat([s[k] for s in shards]) for k in shards[0] if k != "latents"}
 
     def __len__(self) -> int:
         return int(self.tensors["index"].shape[0])
@@ -179,8 +210,16 @@ class LatentCache:
     def get(self, rows: torch.Tensor | list[int]) -> CacheBatch:
         rows = torch.as_tensor(rows, dtype=torch.long)
         t = self.tensors
-        return CacheBatch(t["latents"][rows].float(), t["embeds"][rows].float().unsqueeze(1), t["fps"][rows],
+        return CacheBatch(self.latents(rows), t["embeds"][rows].float().unsqueeze(1), t["fps"][rows],
                           t["motion_bucket_id"][rows], t["motion"][rows], t["index"][rows])
+
+    def latents(self, rows: torch.Tensor) -> torch.Tensor:
+        """The latents of ``rows`` (global row numbers), float32, read from their shards' maps."""
+        shard = np.searchsorted(self._first_row, rows.numpy(), side="right") - 1
+        picked = [self._latents[s][r - self._first_row[s]] for s, r in zip(shard.tolist(), rows.tolist(), strict=True)]
+        if not picked:
+            return self._latents[0][:0].float()
+        return torch.stack(picked).float()
 
     def rows_up_to(self, max_motion: float | None) -> torch.Tensor:
         """Rows whose clip moves at most ``max_motion`` reference px per frame (all rows for None)."""

@@ -277,10 +277,13 @@ def test_learning_curve_table_and_plot(tmp_path: Path) -> None:
                for s in PROBE_SIGMAS}
         rows.append({"step": step, "clips": step * 16, "size": [64, 32], "denoise": den,
                      "sample_frame0_psnr": {"mean": 10.0 + step / 100}})
+        if step:  # rows from before the flicker and motion probes show a dash there
+            rows[-1].update(sample_consecutive_psnr={"mean": 21.5}, bucket_sweep={"ratio": 2.25})
     (run / "curve.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     curves = read_curves([str(run), str(tmp_path / "absent")])
     table = curve_table(curves)
     assert "| svd-pretrain-small | 1000 | 16000 | 64x32 | 0.500 (0.300)" in table and "20.00" in table
+    assert "| 20.00 | 21.50 | 2.25x |" in table and "| 10.00 | — | — |" in table
     plot_curves(curves, str(tmp_path / "c.png"))
     assert (tmp_path / "c.png").stat().st_size > 10_000
 

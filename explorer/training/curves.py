@@ -66,43 +66,69 @@ def denoising_errors(unet: Any, vae: Any, image_encoder: Any, size: tuple[int, i
 
 
 @torch.no_grad()
-def sample_psnr(unet: Any, vae: Any, image_encoder: Any, size: tuple[int, int], photos: int = 4, steps: int = 50,
-                seed: int = 0, min_guidance: float = 1.0, max_guidance: float = 3.0) -> dict[str, float]:
-    """Frame-0 PSNR (dB) of one sampled clip per test photograph at ``size`` against the VAE round trip of the
-    conditioning image: ``{photo name: dB, ..., "mean": dB}``."""
+def sample_quality(unet: Any, vae: Any, image_encoder: Any, size: tuple[int, int], photos: int = 4,
+                   steps: int = 50, seed: int = 0, min_guidance: float = 1.0,
+                   max_guidance: float = 3.0) -> dict[str, dict[str, float]]:
+    """One sampled clip per test photograph at ``size``, measured as ``scripts/evaluate.py`` measures a stage:
+    ``{"frame0_psnr": {photo: dB, ..., "mean": dB}, "consecutive_psnr": {...}}`` -- frame 0 against the VAE
+    round trip of the conditioning image, and the mean motion-compensated PSNR between consecutive frames
+    (flicker; the base floor is 24 dB)."""
+    from explorer import metrics as M
+    from explorer.pipeline import generate
+
+    pipe = _pipeline(unet, vae, image_encoder)
+    width, height = size
+    frame0: dict[str, float] = {}
+    consecutive: dict[str, float] = {}
+    for i, (name, image) in enumerate(list(data.test_images().items())[:photos]):
+        res = generate(pipe, image, width=width, height=height, steps=steps, min_guidance=min_guidance,
+                       max_guidance=max_guidance, seed=seed + i)
+        frame0[name] = round(M.first_frame_psnr(res.frames, M.vae_round_trip(vae, image, width, height)), 3)
+        consecutive[name] = round(M.consecutive_psnr(res.frames), 3)
+    return {"frame0_psnr": _with_mean(frame0), "consecutive_psnr": _with_mean(consecutive)}
+
+
+@torch.no_grad()
+def bucket_motion(unet: Any, vae: Any, image_encoder: Any, size: tuple[int, int], steps: int = 50,
+                  seed: int = 0) -> dict[str, Any]:
+    """Does the motion bucket move the clip yet? ``explorer.evaluation.bucket_sweep`` (one test photograph, one
+    seed, buckets 20 and 255, measured global motion and their ratio; the base floor is 3x)."""
+    from explorer.evaluation import bucket_sweep
+
+    return bucket_sweep(_pipeline(unet, vae, image_encoder), size[0], size[1], steps=steps, seed=seed,
+                        frames=data.NUM_FRAMES, min_guidance=1.0, max_guidance=3.0, noise_aug=PROBE_AUG)
+
+
+def _pipeline(unet: Any, vae: Any, image_encoder: Any) -> Any:
     from diffusers import StableVideoDiffusionPipeline
 
-    from explorer import metrics as M
     from explorer.components import build_feature_extractor, build_scheduler
-    from explorer.pipeline import generate
 
     unet.eval()
     pipe = StableVideoDiffusionPipeline(unet=unet, vae=vae, image_encoder=image_encoder,
                                         feature_extractor=build_feature_extractor(), scheduler=build_scheduler())
     pipe.set_progress_bar_config(disable=True)
-    width, height = size
-    out: dict[str, float] = {}
-    for i, (name, image) in enumerate(list(data.test_images().items())[:photos]):
-        res = generate(pipe, image, width=width, height=height, steps=steps, min_guidance=min_guidance,
-                       max_guidance=max_guidance, seed=seed + i)
-        out[name] = round(M.first_frame_psnr(res.frames, M.vae_round_trip(vae, image, width, height)), 3)
-    finite = [v for v in out.values() if math.isfinite(v)]
-    out["mean"] = round(float(np.mean(finite)), 3) if finite else float("nan")
-    return out
+    return pipe
+
+
+def _with_mean(values: dict[str, float]) -> dict[str, float]:
+    finite = [v for v in values.values() if math.isfinite(v)]
+    return {**values, "mean": round(float(np.mean(finite)), 3) if finite else float("nan")}
 
 
 def curve_row(unet: Any, vae: Any, image_encoder: Any, size: tuple[int, int], clips: int = 16, photos: int = 4,
-              sample_steps: int = 50) -> dict[str, Any]:
+              sample_steps: int = 50, motion: bool = True) -> dict[str, Any]:
     """One learning-curve row (without the step, which the caller adds)."""
     row: dict[str, Any] = {"size": list(size), "probe_clips": clips,
                            "denoise": denoising_errors(unet, vae, image_encoder, size, clips)}
     if photos > 0:
+        quality = sample_quality(unet, vae, image_encoder, size, photos, sample_steps)
         row["sample_steps"] = sample_steps
-        row["sample_frame0_psnr"] = sample_psnr(unet, vae, image_encoder, size, photos, sample_steps)
+        row["sample_frame0_psnr"] = quality["frame0_psnr"]
+        row["sample_consecutive_psnr"] = quality["consecutive_psnr"]
+        if motion:
+            row["bucket_sweep"] = bucket_motion(unet, vae, image_encoder, size, sample_steps)
     return row
-
-
-
 
 
 def read_curves(runs: list[str]) -> dict[str, list[dict[str, Any]]]:
@@ -120,10 +146,11 @@ def read_curves(runs: list[str]) -> dict[str, list[dict[str, Any]]]:
 
 def curve_table(curves: dict[str, list[dict[str, Any]]]) -> str:
     """A markdown table: one row per probe, relative error per sigma (all frames; copy baseline in brackets),
-    frame-0 error at sigma 30 and the 50-step sample's frame-0 PSNR."""
+    frame-0 error at sigma 30, and the 50-step samples' frame-0 PSNR, consecutive-frame PSNR and bucket 255 / 20
+    motion ratio (— where a row predates the measurement)."""
     sigmas = list(PROBE_SIGMAS)
     head = (["run", "step", "clips", "size"] + [f"err σ={s:g} (copy)" for s in sigmas]
-            + ["frame-0 err σ=30 (copy)", "sample frame-0 PSNR dB"])
+            + ["frame-0 err σ=30 (copy)", "sample frame-0 PSNR dB", "consecutive PSNR dB", "motion 255/20"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, rows in curves.items():
         for r in rows:
@@ -131,8 +158,11 @@ def curve_table(curves: dict[str, list[dict[str, Any]]]) -> str:
             cells = [name, str(r["step"]), str(r["clips"]), "x".join(map(str, r["size"]))]
             cells += [f"{d[f'{s:g}']['all']:.3f} ({d[f'{s:g}']['copy_all']:.3f})" for s in sigmas]
             cells.append(f"{d['30']['frame0']:.3f} ({d['30']['copy_frame0']:.3f})")
-            psnr = r.get("sample_frame0_psnr", {}).get("mean")
-            cells.append("—" if psnr is None else f"{psnr:.2f}")
+            for key in ("sample_frame0_psnr", "sample_consecutive_psnr"):
+                value = r.get(key, {}).get("mean")
+                cells.append("—" if value is None else f"{value:.2f}")
+            ratio = r.get("bucket_sweep", {}).get("ratio")
+            cells.append("—" if ratio is None else f"{ratio:.2f}x")
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -157,8 +187,11 @@ def plot_curves(curves: dict[str, list[dict[str, Any]]], path: str) -> None:
             ax1.plot(x, [r["denoise"][key]["all"] for r in rows], "-o", ms=3, color=colours[i],
                      label=f"σ={key}" if offset == 0 else None)
             ax1.plot(x, [r["denoise"][key]["copy_all"] for r in rows], ":", color=colours[i])
-        ax2.plot(x, [r.get("sample_frame0_psnr", {}).get("mean", float("nan")) for r in rows], "-o", ms=3,
-                 label=f"{name} ({'x'.join(map(str, rows[0]['size']))})")
+        line = ax2.plot(x, [r.get("sample_frame0_psnr", {}).get("mean", float("nan")) for r in rows], "-o", ms=3,
+                        label=f"frame 0, {name} ({'x'.join(map(str, rows[0]['size']))})")[0]
+        consecutive = [r.get("sample_consecutive_psnr", {}).get("mean", float("nan")) for r in rows]
+        if any(math.isfinite(v) for v in consecutive):
+            ax2.plot(x, consecutive, "--s", ms=3, color=line.get_color(), label=f"consecutive frames, {name}")
         ax1.axvline(offset, color="0.8", lw=0.8)
         offset = x[-1]
     ax1.set_yscale("log")
@@ -167,11 +200,14 @@ def plot_curves(curves: dict[str, list[dict[str, Any]]], path: str) -> None:
     ax1.set_title("denoising error on 16 test clips (dotted: copy the conditioning latent)")
     ax1.legend(fontsize=8)
     ax2.axhline(25, color="0.6", ls="--", lw=0.8)
+    ax2.axhline(24, color="0.8", ls=":", lw=0.8)
     ax2.set_xlabel("training clips seen")
     ax2.set_ylabel("dB")
-    ax2.set_title("frame-0 PSNR, 50 steps with CFG, test photographs (floor 25 dB)")
+    ax2.set_title("50 steps with CFG, test photographs: frame-0 PSNR (floor 25 dB),\n"
+                  "consecutive-frame PSNR (floor 24 dB)", fontsize=10)
     ax2.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
-__all__ = ["PROBE_SIGMAS", "curve_row", "curve_table", "denoising_errors", "plot_curves", "read_curves", "sample_psnr"]
+__all__ = ["PROBE_SIGMAS", "bucket_motion", "curve_row", "curve_table", "denoising_errors", "plot_curves",
+           "read_curves", "sample_quality"]

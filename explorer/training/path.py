@@ -57,6 +57,9 @@ class Plan:
     # of sampled frame-0 PSNR in 300 steps where weight 1 gained nothing); the 64x32 phase ran with 1
     pretrain_frame0_weight: float = 8.0
     pretrain_small_frame0_weight: float = 1.0
+    # frames per training clip in the 128x64 phase (a step costs about frames / 14 of a 14-frame step); the model
+    # always samples 14 (the curve rows and the finetunes use 14)
+    pretrain_frames: int = 14
     curriculum_start: float = 2.0  # max motion (ref px per frame) at the start of pretraining ...
     curriculum_steps: int = 4000  # ... reaching the full range after these steps (of each pretraining phase)
     probe_every: int = 1000  # learning-curve rows (runs/<phase>/curve.jsonl)
@@ -209,12 +212,13 @@ class PathBuilder:
     def latent_cache(self) -> dict[str, Any]:
         return self._build_cache(self.plan.pretrain_size, self.plan.cache_clips)
 
-    def _pretrain_cfg(self, name: str, size: tuple[int, int], steps: int, batch: int,
-                      frame0_weight: float) -> DenoiseConfig:
+    def _pretrain_cfg(self, name: str, size: tuple[int, int], steps: int, batch: int, frame0_weight: float,
+                      frames: int = 14) -> DenoiseConfig:
         p = self.plan
         return self._denoise_cfg(name, size, steps, batch, cache=str(self._cache_dir(size)), p_mean=p.pretrain_p_mean,
                                  p_std=p.pretrain_p_std, curriculum_start=p.curriculum_start,
-                                 curriculum_steps=min(p.curriculum_steps, steps), frame0_weight=frame0_weight)
+                                 curriculum_steps=min(p.curriculum_steps, steps), frame0_weight=frame0_weight,
+                                 frames=frames)
 
     def svd_pretrain_small(self) -> dict[str, Any]:
         p = self.plan
@@ -230,7 +234,7 @@ class PathBuilder:
         small = self.runs / "svd-pretrain-small"
         init = str(small) if p.pretrain_small_steps > 0 and (small / "state").exists() else None
         cfg = self._pretrain_cfg("svd-pretrain", p.pretrain_size, p.pretrain_steps, p.pretrain_batch,
-                                 p.pretrain_frame0_weight)
+                                 p.pretrain_frame0_weight, p.pretrain_frames)
         return train_denoise_stage("svd", cfg, init, vae_dir=str(self.vae_dir), checkpoints=None, scale=p.scale,
                                    progress=self.progress, image_encoder_dir=self.image_encoder_dir())
 
