@@ -121,7 +121,8 @@ def test_cached_training_run_with_curve(parts: tuple, cache_dir: Path, tmp_path:
     rows = [json.loads(x) for x in (tmp_path / "run" / "curve.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 2]
     for r in rows:
-        assert set(r["denoise"]) == {"0.3", "1", "3", "10", "30"}
+        assert set(r["denoise"]) == {"0.03", "0.1", "0.3", "1", "3", "10", "30"}
+        assert all(v["noise_left"] >= 0 for v in r["denoise"].values())
         assert r["denoise"]["30"]["copy_frame0"] < 0.05  # copying the conditioning latent is near-exact on frame 0
         assert "mean" in r["sample_frame0_psnr"] and "mean" in r["sample_consecutive_psnr"]
         assert set(r["bucket_sweep"]["motion_ref_px"]) == {"20", "255"} and r["bucket_sweep"]["ratio"] >= 0

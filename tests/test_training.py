@@ -267,7 +267,7 @@ def test_snapshot_and_restore_a_run(tmp_path: Path) -> None:
 
 
 def test_learning_curve_table_and_plot(tmp_path: Path) -> None:
-    from explorer.training.curves import PROBE_SIGMAS, curve_table, plot_curves, read_curves
+    from explorer.training.curves import LOW_SIGMAS, PROBE_SIGMAS, curve_table, plot_curves, read_curves
 
     run = tmp_path / "svd-pretrain-small"
     run.mkdir()
@@ -279,11 +279,13 @@ def test_learning_curve_table_and_plot(tmp_path: Path) -> None:
                      "sample_frame0_psnr": {"mean": 10.0 + step / 100}})
         if step:  # rows from before the flicker and motion probes show a dash there
             rows[-1].update(sample_consecutive_psnr={"mean": 21.5}, bucket_sweep={"ratio": 2.25})
+            for s in LOW_SIGMAS:
+                rows[-1]["denoise"][f"{s:g}"] = {"noise_left": 0.5 + s}
     (run / "curve.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     curves = read_curves([str(run), str(tmp_path / "absent")])
     table = curve_table(curves)
     assert "| svd-pretrain-small | 1000 | 16000 | 64x32 | 0.500 (0.300)" in table and "20.00" in table
-    assert "| 20.00 | 21.50 | 2.25x |" in table and "| 10.00 | — | — |" in table
+    assert "| 0.53 / 0.60 | 20.00 | 21.50 | 2.25x |" in table and "| — | 10.00 | — | — |" in table
     plot_curves(curves, str(tmp_path / "c.png"))
     assert (tmp_path / "c.png").stat().st_size > 10_000
 

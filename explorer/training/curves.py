@@ -23,6 +23,9 @@ import torch
 from explorer import data, edm
 
 PROBE_SIGMAS: tuple[float, ...] = (0.3, 1.0, 3.0, 10.0, 30.0)
+# the last steps of the sampler: a denoiser that leaves most of the input noise here (noise_left near 1) bakes
+# speckle into every frame; it flickers, and frame 0 cannot match the conditioning image (docs/training.md, session 10)
+LOW_SIGMAS: tuple[float, ...] = (0.03, 0.1)
 PROBE_AUG = 0.02  # the pipeline's default noise augmentation
 
 
@@ -31,7 +34,8 @@ def denoising_errors(unet: Any, vae: Any, image_encoder: Any, size: tuple[int, i
                      sigmas: tuple[float, ...] = PROBE_SIGMAS, seed: int = 0,
                      frames: int = data.NUM_FRAMES) -> dict[str, dict[str, float]]:
     """Relative denoising error per noise level on ``clips`` fixed test clips at ``size``:
-    ``{sigma: {"all", "frame0", "copy_all", "copy_frame0"}}``."""
+    ``{sigma: {"all", "frame0", "copy_all", "copy_frame0", "noise_left"}}``; ``noise_left`` is the output's error
+    as a fraction of the input noise's variance (1: the denoiser returns its input; above 1: it adds error)."""
     from explorer.training.denoise import clip_embed_input
 
     unet.eval()
@@ -61,6 +65,7 @@ def denoising_errors(unet: Any, vae: Any, image_encoder: Any, size: tuple[int, i
             "frame0": ((d[:, 0] - x0[:, 0]) ** 2).mean().item() / var_f0,
             "copy_all": ((copy - x0) ** 2).mean().item() / var_all,
             "copy_frame0": ((copy[:, 0] - x0[:, 0]) ** 2).mean().item() / var_f0,
+            "noise_left": ((d - x0) ** 2).mean().item() / s**2,
         }
     return out
 
@@ -120,7 +125,8 @@ def curve_row(unet: Any, vae: Any, image_encoder: Any, size: tuple[int, int], cl
               sample_steps: int = 50, motion: bool = True) -> dict[str, Any]:
     """One learning-curve row (without the step, which the caller adds)."""
     row: dict[str, Any] = {"size": list(size), "probe_clips": clips,
-                           "denoise": denoising_errors(unet, vae, image_encoder, size, clips)}
+                           "denoise": denoising_errors(unet, vae, image_encoder, size, clips,
+                                                       PROBE_SIGMAS + LOW_SIGMAS)}
     if photos > 0:
         quality = sample_quality(unet, vae, image_encoder, size, photos, sample_steps)
         row["sample_steps"] = sample_steps
@@ -146,11 +152,12 @@ def read_curves(runs: list[str]) -> dict[str, list[dict[str, Any]]]:
 
 def curve_table(curves: dict[str, list[dict[str, Any]]]) -> str:
     """A markdown table: one row per probe, relative error per sigma (all frames; copy baseline in brackets),
-    frame-0 error at sigma 30, and the 50-step samples' frame-0 PSNR, consecutive-frame PSNR and bucket 255 / 20
-    motion ratio (— where a row predates the measurement)."""
+    frame-0 error at sigma 30, the noise left at the low sigmas, and the 50-step samples' frame-0 PSNR,
+    consecutive-frame PSNR and bucket 255 / 20 motion ratio (— where a row predates the measurement)."""
     sigmas = list(PROBE_SIGMAS)
     head = (["run", "step", "clips", "size"] + [f"err σ={s:g} (copy)" for s in sigmas]
-            + ["frame-0 err σ=30 (copy)", "sample frame-0 PSNR dB", "consecutive PSNR dB", "motion 255/20"])
+            + ["frame-0 err σ=30 (copy)", "noise left σ=0.03 / 0.1", "sample frame-0 PSNR dB", "consecutive PSNR dB",
+               "motion 255/20"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, rows in curves.items():
         for r in rows:
@@ -158,6 +165,8 @@ def curve_table(curves: dict[str, list[dict[str, Any]]]) -> str:
             cells = [name, str(r["step"]), str(r["clips"]), "x".join(map(str, r["size"]))]
             cells += [f"{d[f'{s:g}']['all']:.3f} ({d[f'{s:g}']['copy_all']:.3f})" for s in sigmas]
             cells.append(f"{d['30']['frame0']:.3f} ({d['30']['copy_frame0']:.3f})")
+            low = [d.get(f"{s:g}", {}).get("noise_left") for s in LOW_SIGMAS]
+            cells.append("—" if None in low else " / ".join(f"{v:.2f}" for v in low))
             for key in ("sample_frame0_psnr", "sample_consecutive_psnr"):
                 value = r.get(key, {}).get("mean")
                 cells.append("—" if value is None else f"{value:.2f}")
@@ -209,5 +218,5 @@ def plot_curves(curves: dict[str, list[dict[str, Any]]], path: str) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
-__all__ = ["PROBE_SIGMAS", "bucket_motion", "curve_row", "curve_table", "denoising_errors", "plot_curves",
+__all__ = ["LOW_SIGMAS", "PROBE_SIGMAS", "bucket_motion", "curve_row", "curve_table", "denoising_errors", "plot_curves",
            "read_curves", "sample_quality"]
