@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from explorer import data
 from explorer import stages as registry
 from explorer.pipeline import load_stage, store_weights_as
 from explorer.training.adversarial import AdversarialConfig, finetune_one_step
@@ -50,16 +51,22 @@ class Plan:
     pretrain_steps: int = 15_000
     pretrain_size: tuple[int, int] = (128, 64)
     pretrain_batch: int = 8
-    # high-sigma emphasis while pretraining (SVD's video setting is 0.7 / 1.6; the finetunes use it)
-    pretrain_p_mean: float = 1.5
-    pretrain_p_std: float = 1.4
+    # noise levels (ln sigma ~ N(mean, std^2)): a high-sigma emphasis for the 64x32 phase, to learn to carry the
+    # conditioning image through high noise; the 128x64 phase ran with it to step 3,800, then with SVD's 0.7 / 1.6
+    # (docs/training.md, session 10: paired from step 3,800, SVD's gave +0.30 dB sampled frame-0 PSNR and +0.35 dB
+    # consecutive-frame PSNR in 400 steps; the high emphasis had starved the sampler's last, low levels)
+    pretrain_small_p_mean: float = 1.5
+    pretrain_small_p_std: float = 1.4
+    pretrain_p_mean: float = 0.7
+    pretrain_p_std: float = 1.6
     # frame 0's loss weight in the 128x64 phase (docs/training.md, session 8: a paired probe at 64x32 gained 0.44 dB
     # of sampled frame-0 PSNR in 300 steps where weight 1 gained nothing); the 64x32 phase ran with 1
     pretrain_frame0_weight: float = 8.0
     pretrain_small_frame0_weight: float = 1.0
-    # frames per training clip in the 128x64 phase (a step costs about frames / 14 of a 14-frame step); the model
-    # always samples 14 (the curve rows and the finetunes use 14)
-    pretrain_frames: int = 14
+    # frames per training clip in the 128x64 phase: 14 to step 3,100, then 8 (docs/training.md, session 10: paired
+    # from step 3,100, 8 frames gained more per step than 14 -- +0.17 dB frame-0 and +0.97 dB consecutive-frame
+    # PSNR at step 3,400 -- at 0.55x the cost per step). The model always samples 14 (curve rows, finetunes)
+    pretrain_frames: int = 8
     curriculum_start: float = 2.0  # max motion (ref px per frame) at the start of pretraining ...
     curriculum_steps: int = 4000  # ... reaching the full range after these steps (of each pretraining phase)
     probe_every: int = 1000  # learning-curve rows (runs/<phase>/curve.jsonl)
@@ -213,10 +220,10 @@ class PathBuilder:
         return self._build_cache(self.plan.pretrain_size, self.plan.cache_clips)
 
     def _pretrain_cfg(self, name: str, size: tuple[int, int], steps: int, batch: int, frame0_weight: float,
-                      frames: int = 14) -> DenoiseConfig:
+                      frames: int, p_mean: float, p_std: float) -> DenoiseConfig:
         p = self.plan
-        return self._denoise_cfg(name, size, steps, batch, cache=str(self._cache_dir(size)), p_mean=p.pretrain_p_mean,
-                                 p_std=p.pretrain_p_std, curriculum_start=p.curriculum_start,
+        return self._denoise_cfg(name, size, steps, batch, cache=str(self._cache_dir(size)), p_mean=p_mean,
+                                 p_std=p_std, curriculum_start=p.curriculum_start,
                                  curriculum_steps=min(p.curriculum_steps, steps), frame0_weight=frame0_weight,
                                  frames=frames)
 
@@ -225,7 +232,8 @@ class PathBuilder:
         if p.pretrain_small_steps <= 0:
             return {"skipped": True}
         cfg = self._pretrain_cfg("svd-pretrain-small", p.pretrain_small_size, p.pretrain_small_steps,
-                                 p.pretrain_small_batch, p.pretrain_small_frame0_weight)
+                                 p.pretrain_small_batch, p.pretrain_small_frame0_weight, data.NUM_FRAMES,
+                                 p.pretrain_small_p_mean, p.pretrain_small_p_std)
         return train_denoise_stage("svd", cfg, None, vae_dir=str(self.vae_dir), checkpoints=None, scale=p.scale,
                                    progress=self.progress, image_encoder_dir=self.image_encoder_dir())
 
@@ -234,7 +242,7 @@ class PathBuilder:
         small = self.runs / "svd-pretrain-small"
         init = str(small) if p.pretrain_small_steps > 0 and (small / "state").exists() else None
         cfg = self._pretrain_cfg("svd-pretrain", p.pretrain_size, p.pretrain_steps, p.pretrain_batch,
-                                 p.pretrain_frame0_weight, p.pretrain_frames)
+                                 p.pretrain_frame0_weight, p.pretrain_frames, p.pretrain_p_mean, p.pretrain_p_std)
         return train_denoise_stage("svd", cfg, init, vae_dir=str(self.vae_dir), checkpoints=None, scale=p.scale,
                                    progress=self.progress, image_encoder_dir=self.image_encoder_dir())
 
