@@ -129,6 +129,25 @@ def test_cached_training_run_with_curve(parts: tuple, cache_dir: Path, tmp_path:
     with pytest.raises(ValueError, match="train_image_encoder=False"):
         train_denoiser(DenoiseConfig(out=str(tmp_path / "r2"), cache=str(cache_dir)), unet, vae, enc)
 
+    # scripts/curve_row.py measures the run's EMA as the run itself did at that step (the same numbers to float
+    # noise: the weights go through a checkpoint and a fresh model), and refuses to write a second row for a step
+    from scripts.curve_row import main as curve_row_main
+
+    vae.save_pretrained(tmp_path / "vae")
+    enc.save_pretrained(tmp_path / "enc")
+    args = [str(tmp_path / "run"), "--vae", str(tmp_path / "vae"), "--image-encoder", str(tmp_path / "enc"),
+            "--scale", "micro", "--photos", "1"]
+    with pytest.raises(SystemExit):
+        curve_row_main(args)
+    curve = tmp_path / "run" / "curve.jsonl"
+    curve.write_text("\n".join(json.dumps(r) for r in rows[:1]) + "\n")
+    assert curve_row_main(args) == 0
+    again = [json.loads(x) for x in curve.read_text().splitlines()]
+    assert [r["step"] for r in again] == [0, 2]
+    assert set(again[1]) == set(rows[1])
+    for sigma, errors in rows[1]["denoise"].items():
+        assert again[1]["denoise"][sigma] == pytest.approx(errors, rel=1e-2), sigma
+
 
 def test_a_time_limited_run_stops_resumable(parts: tuple, cache_dir: Path, tmp_path: Path) -> None:
     """max_seconds: the run checkpoints and stops unfinished (no config.json), and the same call resumes."""

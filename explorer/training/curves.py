@@ -137,6 +137,32 @@ def curve_row(unet: Any, vae: Any, image_encoder: Any, size: tuple[int, int], cl
     return row
 
 
+def measure_run(run: str, vae_dir: str, image_encoder_dir: str, scale: str = "tiny",
+                photos: int = 4) -> dict[str, Any]:
+    """A row for a run's EMA weights as they are now (its last checkpoint), appended to its ``curve.jsonl`` as the
+    run itself would write it at that step: for rows the run did not write (a run started before a measurement
+    existed, a paired probe's common starting point). An existing row for the step is not replaced."""
+    import json
+    import time
+    from pathlib import Path
+
+    from explorer.training.common import JsonlLog
+    from explorer.training.stage_runs import load_init
+
+    record = json.loads((Path(run) / "state" / "trainer.json").read_text())
+    log = JsonlLog(Path(run) / "curve.jsonl")
+    step, config = int(record["step"]), record["config"]
+    if any(r["step"] == step for r in log.read()):
+        raise ValueError(f"{run}/curve.jsonl already has a row for step {step}")
+    unet, encoder, vae, _ = load_init(run, scale, vae_dir, image_encoder_dir)
+    t0 = time.time()
+    row = curve_row(unet.float(), vae, encoder, tuple(config["size"]), config.get("probe_clips", 16), photos)
+    out = {"step": step, "clips": step * int(config["batch"]), "weights": "ema",
+           "probe_seconds": round(time.time() - t0, 1), **row}
+    log.write(**out)
+    return out
+
+
 def read_curves(runs: list[str]) -> dict[str, list[dict[str, Any]]]:
     """``{run name: rows}`` from each run folder's curve.jsonl (missing files give no rows)."""
     import json
@@ -218,5 +244,5 @@ def plot_curves(curves: dict[str, list[dict[str, Any]]], path: str) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
-__all__ = ["LOW_SIGMAS", "PROBE_SIGMAS", "bucket_motion", "curve_row", "curve_table", "denoising_errors", "plot_curves",
-           "read_curves", "sample_quality"]
+__all__ = ["LOW_SIGMAS", "PROBE_SIGMAS", "bucket_motion", "curve_row", "curve_table", "denoising_errors",
+           "measure_run", "plot_curves", "read_curves", "sample_quality"]
