@@ -14,7 +14,10 @@ Rows are appended to ``<run>/curve.jsonl``; docs/training.md plots them (``scrip
 
 from __future__ import annotations
 
+import json
 import math
+import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -122,7 +125,7 @@ def _with_mean(values: dict[str, float]) -> dict[str, float]:
 
 
 def curve_row(unet: Any, vae: Any, image_encoder: Any, size: tuple[int, int], clips: int = 16, photos: int = 4,
-              sample_steps: int = 50, motion: bool = True) -> dict[str, Any]:
+              sample_steps: int = 50) -> dict[str, Any]:
     """One learning-curve row (without the step, which the caller adds)."""
     row: dict[str, Any] = {"size": list(size), "probe_clips": clips,
                            "denoise": denoising_errors(unet, vae, image_encoder, size, clips,
@@ -132,9 +135,21 @@ def curve_row(unet: Any, vae: Any, image_encoder: Any, size: tuple[int, int], cl
         row["sample_steps"] = sample_steps
         row["sample_frame0_psnr"] = quality["frame0_psnr"]
         row["sample_consecutive_psnr"] = quality["consecutive_psnr"]
-        if motion:
-            row["bucket_sweep"] = bucket_motion(unet, vae, image_encoder, size, sample_steps)
+        row["bucket_sweep"] = bucket_motion(unet, vae, image_encoder, size, sample_steps)
     return row
+
+
+def write_row(curve: str | Path, unet: Any, vae: Any, image_encoder: Any, size: tuple[int, int], step: int,
+              clips: int, probe_clips: int = 16, photos: int = 4) -> dict[str, Any]:
+    """Measure :func:`curve_row` for EMA weights (``unet``) at ``step`` and append it to the ``curve`` file: the one
+    writer of rows, for a run's own probe and for :func:`measure_run`."""
+    from explorer.training.common import JsonlLog
+
+    t0 = time.time()
+    row = curve_row(unet, vae, image_encoder, size, probe_clips, photos)
+    out = {"step": step, "clips": clips, "weights": "ema", "probe_seconds": round(time.time() - t0, 1), **row}
+    JsonlLog(Path(curve)).write(**out)
+    return out
 
 
 def measure_run(run: str, vae_dir: str, image_encoder_dir: str, scale: str = "tiny",
@@ -142,32 +157,20 @@ def measure_run(run: str, vae_dir: str, image_encoder_dir: str, scale: str = "ti
     """A row for a run's EMA weights as they are now (its last checkpoint), appended to its ``curve.jsonl`` as the
     run itself would write it at that step: for rows the run did not write (a run started before a measurement
     existed, a paired probe's common starting point). An existing row for the step is not replaced."""
-    import json
-    import time
-    from pathlib import Path
-
-    from explorer.training.common import JsonlLog
     from explorer.training.stage_runs import load_init
 
+    curve = Path(run) / "curve.jsonl"
     record = json.loads((Path(run) / "state" / "trainer.json").read_text())
-    log = JsonlLog(Path(run) / "curve.jsonl")
     step, config = int(record["step"]), record["config"]
-    if any(r["step"] == step for r in log.read()):
-        raise ValueError(f"{run}/curve.jsonl already has a row for step {step}")
+    if any(r["step"] == step for r in read_curves([run]).get(Path(run).name, [])):
+        raise ValueError(f"{curve} already has a row for step {step}")
     unet, encoder, vae, _ = load_init(run, scale, vae_dir, image_encoder_dir)
-    t0 = time.time()
-    row = curve_row(unet.float(), vae, encoder, tuple(config["size"]), config.get("probe_clips", 16), photos)
-    out = {"step": step, "clips": step * int(config["batch"]), "weights": "ema",
-           "probe_seconds": round(time.time() - t0, 1), **row}
-    log.write(**out)
-    return out
+    return write_row(curve, unet.float(), vae, encoder, tuple(config["size"]), step, step * int(config["batch"]),
+                     config.get("probe_clips", 16), photos)
 
 
 def read_curves(runs: list[str]) -> dict[str, list[dict[str, Any]]]:
     """``{run name: rows}`` from each run folder's curve.jsonl (missing files give no rows)."""
-    import json
-    from pathlib import Path
-
     out: dict[str, list[dict[str, Any]]] = {}
     for run in runs:
         path = Path(run) / "curve.jsonl"
@@ -245,4 +248,4 @@ def plot_curves(curves: dict[str, list[dict[str, Any]]], path: str) -> None:
     fig.savefig(path)
     plt.close(fig)
 __all__ = ["LOW_SIGMAS", "PROBE_SIGMAS", "bucket_motion", "curve_row", "curve_table", "denoising_errors",
-           "measure_run", "plot_curves", "read_curves", "sample_quality"]
+           "measure_run", "plot_curves", "read_curves", "sample_quality", "write_row"]

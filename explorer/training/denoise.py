@@ -279,14 +279,12 @@ class _Probe:
             return
         import copy
 
-        from explorer.training.curves import curve_row
+        from explorer.training.curves import write_row
 
-        t0 = time.time()
         model = copy.deepcopy(self.unet)
         self.ema.copy_to(model)
-        row = curve_row(model, self.vae, self.encoder, tuple(self.cfg.size), self.cfg.probe_clips,
-                        self.cfg.probe_photos)
-        self.log.write(step=step, clips=clips, weights="ema", probe_seconds=round(time.time() - t0, 1), **row)
+        write_row(self.log.path, model, self.vae, self.encoder, tuple(self.cfg.size), step, clips,
+                  self.cfg.probe_clips, self.cfg.probe_photos)
         del model
 
 
