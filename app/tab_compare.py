@@ -63,6 +63,8 @@ STATS_ROWS: tuple[tuple[str, str], ...] = (
     ("tflops_clip_full", "TFLOPs per clip, full scale"),
     ("wall_s", "wall time (s)"),
     ("unet_s", "UNet time (s)"),
+    ("wall_over_unet", "wall time / UNet time"),
+    ("time_split", "time split (s)"),
     ("peak_memory", "peak memory added (MB)"),
     ("fvd_proxy", "FVD-proxy (evaluate.py)"),
     ("first_frame_psnr", "first-frame PSNR (dB)"),
@@ -209,7 +211,8 @@ def card_stats(o: StageOutcome) -> str:
         row("TFLOPs/NFE (run size)", "tflops_nfe_gen"), row("TFLOPs/NFE (full scale)", "tflops_nfe_full"),
         row("TFLOPs/NFE (paper)", "tflops_nfe_paper"), row("TFLOPs/clip (run size)", "tflops_clip_gen"),
         row("TFLOPs/clip (full scale)", "tflops_clip_full"), row("wall time", "wall_s", 3, " s"),
-        row("UNet time", "unet_s", 3, " s"), row("peak memory added", "peak_memory", 4, " MB"),
+        row("UNet time", "unet_s", 3, " s"), row("wall / UNet", "wall_over_unet", 3, "x"),
+        row("time split (s)", "time_split"), row("peak memory added", "peak_memory", 4, " MB"),
         row("FVD-proxy", "fvd_proxy"), row("seed", "seed", 20),
     ])
     return f'<div class="mvd-card"><table class="mvd-stats">{rows}</table></div>'

@@ -225,6 +225,10 @@ def test_a_repruned_model_does_not_show_its_parents_metrics(tmp_path: Path, phot
         assert own.stats["fvd_proxy"]["value"] == 17.11
         # beside the result: a tiny (here micro) model, its size and how it was trained (issue 15 gap)
         assert "micro model trained here (128x64, 14 frames" in tab_compare.card_html(own)
+        # where the clip's time went, beside the UNet time (issue 16 item 3)
+        card = tab_compare.card_html(own)
+        assert "wall / UNet" in card and "time split (s)" in card and "VAE decode" in card
+        assert own.stats["wall_over_unet"]["value"] >= 1.0
         kept = [0, 1, 2, 3, 4]
         re_out = S.run_stage(c.catalog, c.flops, c.results, c.out_dir, img,
                              S.StageRequest("temporal-multiscale", params={"repruned": kept}), S.Common(),

@@ -103,6 +103,10 @@ def test_bench_generate_reports_ratios_measured_together(quick_path: Path, tmp_p
     assert rows["svd"]["nfe"] == 2 * registry.get_stage("svd").steps and rows["channel-funnels"]["nfe"] == 1
     assert rows["channel-funnels"]["speedup_vs_svd"] > 1
     assert "tiny mobilevd >= 20x faster than tiny svd" in res["checks"]
+    parts = rows["channel-funnels"]["breakdown"]
+    assert set(parts) == {"image_encoder", "vae_encode", "unet", "vae_decode", "postprocess", "other"}
+    assert rows["channel-funnels"]["wall_over_unet"] >= 1.0
+    assert "tiny mobilevd end to end <= 2.5x its UNet time" in res["checks"]
 
 
 @pytest.mark.slow

@@ -109,6 +109,21 @@ def test_generate_shapes_and_nfe(pipe, image) -> None:
     assert one.nfe == 1 and one.unet_calls == 1 and one.settings["cfg"] is False
 
 
+def test_generate_splits_its_time_into_the_pipeline_parts(pipe, image) -> None:
+    """The breakdown names every part, sums to the call's time, times the UNet as the forward hook does, and
+    leaves the pipeline's own methods in place afterwards."""
+    res = generate(pipe, image, **BASE, seed=2)
+    parts = res.breakdown
+    assert list(parts) == ["image_encoder", "vae_encode", "unet", "vae_decode", "postprocess", "other"]
+    assert all(v >= 0 for v in parts.values())
+    assert parts["unet"] == res.unet_seconds
+    assert parts["image_encoder"] > 0 and parts["vae_encode"] > 0 and parts["vae_decode"] > 0
+    assert sum(parts.values()) == pytest.approx(res.seconds, rel=1e-6, abs=1e-6)
+    for name in ("_encode_image", "_encode_vae_image", "decode_latents"):
+        assert name not in vars(pipe)
+    assert "postprocess_video" not in vars(pipe.video_processor)
+
+
 def test_generate_is_bit_identical_for_a_seed(pipe, image) -> None:
     first = generate(pipe, image, **BASE, seed=3)
     again = generate(pipe, image, **BASE, seed=3)

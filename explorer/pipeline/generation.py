@@ -19,7 +19,7 @@ import os
 import resource
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,8 @@ class GenerationResult:
     2); ``unet_seconds`` is the time inside UNet forwards; ``seconds`` the whole pipeline call (image encoding,
     VAE encode, denoising, decoding). ``peak_memory`` (MB): CUDA peak allocated memory during the call on a GPU;
     on the CPU the peak resident memory the call added above what the process held when it began
-    (:class:`RssSampler`; ``settings['peak_memory']`` says which).
+    (:class:`RssSampler`; ``settings['peak_memory']`` says which). ``breakdown`` splits ``seconds`` into the
+    image encoder, VAE encode, UNet, VAE decode, postprocessing and the rest (:class:`_PhaseTimer`).
     """
 
     frames: np.ndarray  # uint8 [F, H, W, 3]
@@ -50,6 +51,7 @@ class GenerationResult:
     seed: int
     settings: dict[str, Any]
     unet_calls: int = 0
+    breakdown: dict[str, float] = field(default_factory=dict)  # seconds per part of the call (_PhaseTimer.PARTS)
 
 
 def initial_latents(
@@ -221,6 +223,49 @@ class _UnetMeter:
             handle.remove()
 
 
+class _PhaseTimer:
+    """Times the parts of one SVD pipeline call by wrapping the pipeline's own steps on the instance (restored by
+    :meth:`remove`): where an end-to-end clip's time goes beside the UNet (issue 16: a one-step clip should cost
+    close to its one UNet evaluation)."""
+
+    PARTS = {"image_encoder": "_encode_image", "vae_encode": "_encode_vae_image", "vae_decode": "decode_latents"}
+    ORDER = ("image_encoder", "vae_encode", "unet", "vae_decode", "postprocess", "other")
+
+    def __init__(self, pipe: Any, device: torch.device) -> None:
+        self.seconds: dict[str, float] = {}
+        self._restore: list[tuple[Any, str]] = []
+        for part, name in self.PARTS.items():
+            self._wrap(pipe, name, part, device)
+        self._wrap(pipe.video_processor, "postprocess_video", "postprocess", device)
+
+    def _wrap(self, owner: Any, name: str, part: str, device: torch.device) -> None:
+        original = getattr(owner, name, None)
+        if original is None:
+            return
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            _sync(device)
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                _sync(device)
+                self.seconds[part] = self.seconds.get(part, 0.0) + time.perf_counter() - start
+
+        setattr(owner, name, timed)
+        self._restore.append((owner, name))
+
+    def remove(self) -> None:
+        for owner, name in self._restore:
+            owner.__dict__.pop(name, None)  # the class's method shows through again
+        self._restore = []
+
+    def breakdown(self, total: float, unet: float) -> dict[str, float]:
+        parts = dict(self.seconds, unet=unet)
+        parts["other"] = max(0.0, total - sum(parts.values()))
+        return {k: parts.get(k, 0.0) for k in self.ORDER}
+
+
 def _peak_memory(device: torch.device, sampler: RssSampler | None) -> tuple[float, str]:
     """(peak MB, what it measures) after a call: CUDA peak allocation, the RSS the call added, or ru_maxrss."""
     if device.type == "cuda":
@@ -315,6 +360,7 @@ def generate(
         return {}
 
     meter = _UnetMeter(unet, device)
+    phases = _PhaseTimer(pipe, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     sampler = RssSampler() if device.type != "cuda" else None
@@ -344,6 +390,7 @@ def generate(
         seconds = time.perf_counter() - start
     finally:
         meter.remove()
+        phases.remove()
         if sampler is not None:
             sampler.stop()
     video = np.asarray(out.frames)[0]
@@ -358,4 +405,5 @@ def generate(
         seed=s["seed"],
         settings=_result_settings(record, s, device, unet.dtype, peak_kind),
         unet_calls=meter.calls,
+        breakdown=phases.breakdown(seconds, meter.seconds),
     )

@@ -270,6 +270,10 @@ def outcome_stats(e: CatalogEntry, record: Any, result: Any, tf: dict[str, Any],
                              "source": f"{ESTIMATE} (assumes the same NFE at full scale)"},
         "wall_s": {"value": result.seconds, "unit": "s, whole pipeline call", "source": run_src},
         "unet_s": {"value": result.unet_seconds, "unit": "s inside UNet forwards", "source": run_src},
+        "time_split": {"value": time_split(result.breakdown), "unit": "s per part of the call",
+                       "source": f"{run_src}; the pipeline's steps timed one by one"},
+        "wall_over_unet": {"value": result.seconds / result.unet_seconds if result.unet_seconds else None,
+                           "unit": "x the time inside UNet forwards", "source": run_src},
         "peak_memory": {"value": result.peak_memory, "unit": "MB", "source": f"{MEASURED} ("
                            f"{s.get('peak_memory', 'peak memory')})"},
         "seed": {"value": result.seed, "unit": "", "source": "setting (CPU generator)"},
@@ -289,6 +293,18 @@ def outcome_stats(e: CatalogEntry, record: Any, result: Any, tf: dict[str, Any],
                 stats[name] = {"value": metrics[name], "unit": f"on {metrics.get('clips')} test clips",
                                "source": f"{MEASURED} (scripts/evaluate.py, metrics.json)"}
     return stats
+
+
+TIME_PARTS = {"unet": "UNet", "vae_decode": "VAE decode", "image_encoder": "image encoder",
+              "vae_encode": "VAE encode", "postprocess": "postprocess", "other": "other"}
+
+
+def time_split(breakdown: dict[str, float]) -> str | None:
+    """'UNet 0.081 · VAE decode 0.150 · ...' (seconds), largest parts first; None when nothing was timed."""
+    parts = [(breakdown.get(k, 0.0), name) for k, name in TIME_PARTS.items() if k in breakdown]
+    if not parts:
+        return None
+    return " · ".join(f"{name} {sec:.3f}" for sec, name in sorted(parts, key=lambda p: -p[0]))
 
 
 def prune_outputs(out_dir: Path, max_files: int = MAX_OUTPUT_FILES, keep: Sequence[str | Path] = ()) -> int:
