@@ -153,6 +153,11 @@ class PatchVAE(ModelMixin, ConfigMixin):
         """Images from latents (N, latent_channels, h, w); ``num_frames`` is accepted for the SVD pipeline and
         ignored (frames are decoded independently)."""
         del num_frames
+        if not self.decoder_in.weight.is_contiguous(memory_format=torch.channels_last):
+            # oneDNN's CPU convolutions run this decoder's narrow (16-64 channel) layers ~2.3x faster in NHWC,
+            # with the same result to float rounding; loading replaces the parameters, so it is checked here
+            self.to(memory_format=torch.channels_last)
+        z = z.contiguous(memory_format=torch.channels_last)
         base = self.linear_decode(z)
         h = self.decoder_in(z)
         for i, level in enumerate(self.decoder_levels):
@@ -160,7 +165,7 @@ class PatchVAE(ModelMixin, ConfigMixin):
             if i < len(self.decoder_up):
                 h = self.decoder_up[i](F.interpolate(h, scale_factor=2.0, mode="nearest"))
         h = F.silu(self.decoder_norm(h))
-        out = base + self.decoder_out(torch.cat([h, base], dim=1))
+        out = (base + self.decoder_out(torch.cat([h, base], dim=1))).contiguous()
         return DecoderOutput(sample=out) if return_dict else (out,)
 
     def forward(self, sample: torch.Tensor, num_frames: int = 1, sample_posterior: bool = False,
