@@ -71,6 +71,12 @@ class Plan:
     curriculum_steps: int = 4000  # ... reaching the full range after these steps (of each pretraining phase)
     probe_every: int = 1000  # learning-curve rows (runs/<phase>/curve.jsonl)
     max_seconds: float = 0.0  # per denoising run: stop cleanly after this long, resumable (0: no limit)
+    # the finetunes (`svd` at 256x144, `lowres-ft` at 128x64, 14 frames) start from the 128x64 phase, whose cosine
+    # ended at 1.5e-5: they re-warm to a third of the pretraining peak (a finetune, not a restart) and keep frame
+    # 0's weight of the phase they continue
+    finetune_lr: float = 1e-4
+    finetune_frame0_weight: float = 8.0
+    finetune_probe_every: int = 300  # curve rows of the finetunes: they are short, and the first rows matter most
     svd_steps: int = 1500
     svd_batch: int = 4
     lowres_steps: int = 3000
@@ -97,8 +103,8 @@ class Plan:
     def quick(cls) -> Plan:
         """The micro model, two steps per stage: exercises every code path end to end in a few minutes."""
         return cls(scale="micro", lowres=(32, 16), base=(64, 32), vae_steps=2, image_encoder="",
-                   cache_small_clips=4, cache_clips=4, curriculum_steps=2, probe_every=0, pretrain_small_steps=1,
-                   pretrain_small_size=(32, 16), pretrain_small_batch=1, pretrain_steps=2,
+                   cache_small_clips=4, cache_clips=4, curriculum_steps=2, probe_every=0, finetune_probe_every=0,
+                   pretrain_small_steps=1, pretrain_small_size=(32, 16), pretrain_small_batch=1, pretrain_steps=2,
                    pretrain_size=(32, 16), pretrain_batch=1, svd_steps=1, svd_batch=1, lowres_steps=1,
                    lowres_batch=1, adv_steps=2, adv_batch=1, multiscale_steps=1, gates_steps=2, prune_ft_steps=1,
                    funnel_steps=1, hd_steps=1, hd_batch=1, num_workers=0, ckpt_every=1)
@@ -248,7 +254,8 @@ class PathBuilder:
 
     def svd(self) -> dict[str, Any]:
         p = self.plan
-        cfg = self._denoise_cfg("svd", p.base, p.svd_steps, p.svd_batch)
+        cfg = replace(self._denoise_cfg("svd", p.base, p.svd_steps, p.svd_batch), lr=p.finetune_lr,
+                      frame0_weight=p.finetune_frame0_weight, probe_every=p.finetune_probe_every)
         return train_denoise_stage("svd", cfg, str(self.runs / "svd-pretrain"), vae_dir=str(self.vae_dir),
                                    checkpoints=str(self.ckpt), scale=p.scale, progress=self.progress,
                                    size=p.base, image_encoder_dir=self.image_encoder_dir())
@@ -259,8 +266,9 @@ class PathBuilder:
     def lowres_ft(self) -> dict[str, Any]:
         p = self.plan
         cache = self._cache_dir(p.lowres)
-        cfg = self._denoise_cfg("lowres-ft", p.lowres, p.lowres_steps, p.lowres_batch,
-                                cache=str(cache) if (cache / "manifest.json").is_file() else None)
+        cfg = replace(self._denoise_cfg("lowres-ft", p.lowres, p.lowres_steps, p.lowres_batch,
+                                        cache=str(cache) if (cache / "manifest.json").is_file() else None),
+                      lr=p.finetune_lr, frame0_weight=p.finetune_frame0_weight, probe_every=p.finetune_probe_every)
         return train_denoise_stage("lowres-ft", cfg, str(self.ckpt / "svd"), checkpoints=str(self.ckpt),
                                    scale=p.scale, progress=self.progress, size=p.lowres)
 
