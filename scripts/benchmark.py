@@ -2,10 +2,15 @@
 
     python scripts/benchmark.py --stages all --scale tiny --device cpu                 # this machine
     python scripts/benchmark.py --stages all --scale full --device cuda --dtype fp16 --mode both
+    python scripts/benchmark.py --stages all --scale full --mode eager,ort --order paired --warmup 0 --runs 2
 
 Why the baseline is always in the run: speedups are ratios of numbers measured together (same process, same
 machine state, interleaved rounds), which is what the paper's 82 -> 45 ms claim is about; absolute ms of two
-different runs are not comparable on a shared machine.
+different runs are not comparable on a shared machine. ``--order paired`` keeps only svd-512 loaded beside one
+stage at a time (full-scale models on a CPU that cannot hold them all). On the CPU the run also measures the
+matmul peak (fp32, same threads), so each stage's achieved TFLOP/s is shown against it, and each stage's peak
+memory (resident memory added by its weights and activations). ``--mode ort`` times onnxruntime (CPU, fp32) on
+the same inputs.
 
 Timing: ``--warmup`` untimed evaluations per stage (the first also triggers ``torch.compile``), then ``--runs``
 timed rounds; in each round every stage is evaluated once (``--order interleaved``, default) so slow drifts of the
@@ -30,12 +35,14 @@ import torch
 from diffusers.utils import logging as diffusers_logging
 
 from explorer import latency as lat
-from explorer import stages as registry
 from explorer.benchmarking import (
     DTYPES,
+    MODES,
     Candidate,
     build,
+    format_table,
     make_candidates,
+    matmul_peak_tflops,
     measure,
     new_run_id,
     parse_stages,
@@ -51,39 +58,18 @@ def parse_size(text: str) -> tuple[int, int]:
     return w, h
 
 
-def print_table(records: list[lat.LatencyRecord]) -> None:
-    head = f"{'stage':<20}{'mode':<15}{'res':>10}{'median ms':>11}{'min':>9}{'max':>9}{'x svd-512':>10}" \
-           f"{'paper GPU':>10}{'paper x':>8}{'status':>8}"
-    print(head)
-    print("-" * len(head))
-    base_gpu = registry.get_stage(lat.BASELINE_STAGE).paper.gpu_ms
-
-    def f(v: float | None) -> str:
-        return "-" if v is None else f"{v:.3f}"
-
-    for r in records:
-        paper = registry.get_stage(r.stage).paper.gpu_ms
-        ratio = "-" if r.speedup_vs_baseline is None else f"{r.speedup_vs_baseline:.2f}"
-        pratio = "-" if not paper or not base_gpu else f"{base_gpu / paper:.2f}"
-        print(f"{r.stage:<20}{r.runtime.replace('pytorch ', ''):<15}{r.resolution:>10}{f(r.median_ms):>11}"
-              f"{f(r.min_ms):>9}{f(r.max_ms):>9}{ratio:>10}{('-' if paper is None else f'{paper:g}'):>10}"
-              f"{pratio:>8}{r.status:>8}")
-    print(f"({lat.INCLUDES}; 'x svd-512' = svd-512 median / stage median, measured in this run; paper ratios use "
-          "the paper's GPU ms at full scale)")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--stages", default="all", help="comma-separated slugs or 'all' (svd-512 is always added)")
     parser.add_argument("--scale", default="tiny", choices=["full", "tiny", "micro"])
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    parser.add_argument("--mode", default="eager", choices=["eager", "compile", "both"])
+    parser.add_argument("--mode", default="eager", help="eager, compile, ort, both (= eager,compile) or a list")
     parser.add_argument("--compile-mode", default=None, help="torch.compile mode (default: torch's default)")
     parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES))
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument("--order", default="interleaved", choices=["interleaved", "sequential"])
+    parser.add_argument("--order", default="interleaved", choices=["interleaved", "sequential", "paired"])
     parser.add_argument("--threads", type=int, default=0, help="CPU intra-op threads (0 = torch's default)")
     parser.add_argument("--size", type=parse_size, help="override every stage's size, WxH pixels")
     parser.add_argument("--frames", type=int, help="override the frame count (default: the stage's, 14)")
@@ -106,7 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     dtype = DTYPES[args.dtype]
-    modes = ["eager", "compile"] if args.mode == "both" else [args.mode]
+    modes = ["eager", "compile"] if args.mode == "both" else [m.strip() for m in args.mode.split(",") if m.strip()]
+    if not modes or any(m not in MODES for m in modes):
+        parser.error(f"--mode must be one of {', '.join(MODES)}, 'both' or a comma-separated list")
+    args.matmul_peak = matmul_peak_tflops() if device.type == "cpu" else None
     cands = make_candidates(parse_stages(args.stages), modes, args.scale, args.size, args.frames)
 
     def prepare(c: Candidate) -> None:
@@ -119,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps([r.to_dict() for r in records], indent=1))
     else:
-        print_table(records)
+        print(format_table(records, args.matmul_peak))
     if not args.no_write:
         out = Path(args.out or lat.DEFAULT_DIR / f"{device.type}-{args.scale}.json")
         lat.write_records(out, records)

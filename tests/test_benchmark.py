@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import statistics
 import subprocess
 from pathlib import Path
 
@@ -57,6 +58,56 @@ def test_one_failing_stage_keeps_the_others(tmp_path: Path) -> None:
     benchmarking.measure(cands, torch.device("cpu"), warmup=1, runs=3, order="interleaved", prepare=prepare)
     assert cands[0].status == "passed" and len(cands[0].times_ms) == 3
     assert cands[1].status == "oom" and cands[1].times_ms == [] and "out of memory" in cands[1].error
+
+
+def test_paired_rounds_alternate_each_modes_baseline_with_one_stage_at_a_time() -> None:
+    """Full-scale models do not all fit in memory: the baseline of each mode stays loaded, every other stage is
+    loaded, alternated with it and released before the next; each ratio uses its own rounds' baseline times."""
+    calls: list[str] = []
+    cands = [benchmarking.Candidate(s, m, 8, 8, 1) for m in ("eager", "ort") for s in ("svd-512", "a", "b")]
+
+    def prepare(c: benchmarking.Candidate) -> None:
+        live = [f"{x.stage}/{x.mode}" for x in cands if x.fn is not None]
+        assert len(live) <= 1, f"loading {c.stage}/{c.mode} beside {live}"
+        c.fn = lambda name=f"{c.stage}/{c.mode}": calls.append(name)
+
+    benchmarking.measure(cands, torch.device("cpu"), warmup=0, runs=2, order="paired", prepare=prepare)
+    assert calls == ["svd-512/eager", "a/eager"] * 2 + ["svd-512/eager", "b/eager"] * 2 \
+        + ["svd-512/ort", "a/ort"] * 2 + ["svd-512/ort", "b/ort"] * 2
+    assert all(len(c.baseline_ms) == 2 for c in cands if c.stage != "svd-512")
+    assert all(len(c.times_ms) == (4 if c.stage == "svd-512" else 2) for c in cands)
+
+
+def test_onnxruntime_and_paired_rounds_write_throughput_and_memory(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "cpu-micro.json"
+    rc = bench.main(["--stages", "mobilevd", "--scale", "micro", "--size", "32x32", "--frames", "4", "--runs", "2",
+                     "--warmup", "1", "--threads", "1", "--mode", "eager,ort", "--order", "paired",
+                     "--out", str(out)])
+    assert rc == 0
+    table = capsys.readouterr().out
+    lines = table.splitlines()
+    head = lines[0].split("  ")
+    assert [h.strip() for h in head if h.strip()][-4:] == ["peak MB", "TFLOP/s", "of peak", "status"]
+    for line in lines[2:6]:  # every number in its own column (they once ran together: 74077.43069422.057...)
+        assert len(line.split()) == 12, line
+    assert "matmul peak of this CPU in this run" in table
+    recs = {(r.stage, r.runtime): r for r in lat.read_records(out)}
+    assert set(recs) == {("svd-512", "pytorch eager"), ("svd-512", "onnxruntime"),
+                         ("channel-funnels", "pytorch eager"), ("channel-funnels", "onnxruntime")}
+    for (stage, _runtime), r in recs.items():
+        assert r.status == "passed" and r.peak_memory is not None and r.peak_memory[0] >= 0
+        assert r.extra["achieved_tflops_per_s"] == pytest.approx(
+            r.extra["tflops_per_nfe"] / (r.median_ms / 1e3), rel=1e-3)
+        assert 0 < r.extra["of_matmul_peak"] and r.extra["matmul_peak_tflops_per_s"] > 0
+        if stage != "svd-512":
+            paired = r.extra["paired_baseline_ms"]
+            assert len(paired) == 2 and "paired rounds" in r.notes
+            assert r.speedup_vs_baseline == pytest.approx(statistics.median(paired) / r.median_ms, rel=1e-3)
+    assert recs[("channel-funnels", "onnxruntime")].runtime_version.startswith("onnxruntime ")
+    # FLOPs per NFE are the one cost model's, the same for both runtimes
+    assert recs[("channel-funnels", "onnxruntime")].extra["tflops_per_nfe"] == \
+        recs[("channel-funnels", "pytorch eager")].extra["tflops_per_nfe"]
 
 
 def test_cpu_timer_and_oom_detection() -> None:
