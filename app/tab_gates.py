@@ -10,9 +10,9 @@ from typing import Any
 import gradio as gr
 
 from app import plots
+from app.cards import card_html
 from app.context import AppContext
 from app.gpu import generate_on_device
-from app.tab_compare import card_html
 from explorer import stages as registry
 from explorer.flops import kept_range
 from explorer.models import UNET_CONFIGS

@@ -26,7 +26,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import gradio as gr  # noqa: E402
 
-from app import plots, tab_compare, tab_flops, tab_funnels, tab_gates, tab_latency, tab_tradeoff  # noqa: E402
+from app import cards, plots, tab_compare, tab_flops, tab_funnels, tab_gates, tab_latency, tab_tradeoff  # noqa: E402
 from app.context import AppContext  # noqa: E402
 from app.ui import banner, build_app, launch_kwargs, status_rows  # noqa: E402
 from explorer import records as R  # noqa: E402
@@ -224,9 +224,9 @@ def test_a_repruned_model_does_not_show_its_parents_metrics(tmp_path: Path, phot
                           S.Common())
         assert own.stats["fvd_proxy"]["value"] == 17.11
         # beside the result: a tiny (here micro) model, its size and how it was trained (issue 15 gap)
-        assert "micro model trained here (128x64, 14 frames" in tab_compare.card_html(own)
+        assert "micro model trained here (128x64, 14 frames" in cards.card_html(own)
         # where the clip's time went, beside the UNet time (issue 16 item 3)
-        card = tab_compare.card_html(own)
+        card = cards.card_html(own)
         assert "wall / UNet" in card and "time split (s)" in card and "VAE decode" in card
         assert own.stats["wall_over_unet"]["value"] >= 1.0
         kept = [0, 1, 2, 3, 4]
