@@ -59,7 +59,7 @@ class Candidate:
     fn: Any = None
     inputs: tuple[torch.Tensor, ...] = ()
     times_ms: list[float] = field(default_factory=list)
-    peak_bytes: int = 0
+    peak_bytes: int | None = None  # None: not measured (a CPU stage can add 0 bytes: freed memory reused)
     status: str = "passed"
     error: str = ""
     fast_convs: int = 0
@@ -238,7 +238,7 @@ def measure(cands: list[Candidate], device: torch.device, warmup: int, runs: int
             sampled(c, lambda: took.append(timer(c.fn, c.inputs)))
             c.times_ms.append(took[0])
             if device.type == "cuda":
-                c.peak_bytes = max(c.peak_bytes, torch.cuda.max_memory_allocated(device))
+                c.peak_bytes = max(c.peak_bytes or 0, torch.cuda.max_memory_allocated(device))
             elif cpu:
                 c.peak_bytes = int(max(0.0, c.peak_rss_mb - c.rss_before_mb) * 2**20)
             return took[0]
@@ -332,7 +332,7 @@ def to_records(cands: list[Candidate], args: argparse.Namespace, device: torch.d
         stats: dict[str, Any] = lat.summarize_ms(c.times_ms) if c.times_ms and c.status == "passed" else {}
         if c.status == "passed" and not stats:
             c.status = "failed"
-        peak = [c.peak_bytes / 2**20] * 2 if c.peak_bytes else None
+        peak = [c.peak_bytes / 2**20] * 2 if c.peak_bytes is not None else None
         records.append(lat.LatencyRecord(
             stage=c.stage, scale=args.scale, resolution=f"{c.width}x{c.height}", frames=c.frames, device=name,
             chipset=chipset, os=lat.host_os(), runtime=runtime,
