@@ -52,6 +52,8 @@ class Reference:
     real_spearman: float  # Spearman of the requested bucket vs motion measured on the real clips
     real_consecutive_psnr: float  # motion-compensated consecutive-frame PSNR of the real clips (dB)
     i3d_features: np.ndarray | None = None
+    real_motions: list[float] = field(default_factory=list)  # per clip, reference px per frame
+    real_consecutive: list[float] = field(default_factory=list)  # per clip, dB
     round_trips: dict[str, list[np.ndarray]] = field(default_factory=dict)  # by VAE fingerprint
 
     @property
@@ -70,10 +72,12 @@ def build_reference(width: int, height: int, n: int, data_seed: int, proxy: FVDP
     other = torch.stack([c.frames for c in data.eval_clips("test", n, (width, height), seed=data_seed + 1)])
     feats = proxy.features(real)
     floor = M.frechet_distance_features(feats, proxy.features(other))
-    rho, _ = M.motion_spearman([c.motion_bucket_id for c in clips], [c.frames for c in clips])
+    rho, real_motions = M.motion_spearman([c.motion_bucket_id for c in clips], [c.frames for c in clips])
     real_u8 = [np.stack([_u8(f) for f in c.frames]) for c in clips]
-    cpsnr = float(np.mean([M.consecutive_psnr(v) for v in real_u8]))
-    ref = Reference(width, height, clips, [_u8(c.image) for c in clips], real, feats, floor, rho, cpsnr)
+    real_consecutive = [M.consecutive_psnr(v) for v in real_u8]
+    ref = Reference(width, height, clips, [_u8(c.image) for c in clips], real, feats, floor, rho,
+                    float(np.mean(real_consecutive)), real_motions=list(real_motions),
+                    real_consecutive=list(real_consecutive))
     if detector is not None:
         ref.i3d_features = M.i3d_features(detector, real)
     return ref
@@ -117,6 +121,7 @@ def score(videos: list[np.ndarray], ref: Reference, vae: torch.nn.Module, proxy:
         "std_drift_mean": round(float(np.mean([d["std_drift_max"] for d in detail])), 4),  # per clip: worst frame
         "std_drift_max": round(float(np.max([d["std_drift_max"] for d in detail])), 4),  # the worst clip
         "spread": spread(ref.proxy_features, gen_feats, psnrs, buckets, motions, consecutive),
+        "by_motion": motion_bands(buckets, psnrs, consecutive, motions, ref.real_consecutive, ref.real_motions),
         # per test clip, in clip order (the same clips and seeds for every row): paired comparisons between rows
         "per_clip": {"first_frame_psnr": [round(float(v), 3) for v in psnrs],
                      "motion_ref_px": [round(float(v), 4) for v in motions],
@@ -151,6 +156,43 @@ def spread(real_features: np.ndarray, gen_features: np.ndarray, psnrs: list[floa
         low, high = M.bootstrap_interval(fn, n, seed=seed)
         out[name] = [round(low, 4), round(high, 4)]
     return out
+
+
+MOTION_BANDS: tuple[tuple[int, int], ...] = ((0, 63), (64, 127), (128, 191), (192, 255))
+
+
+def motion_bands(buckets: Sequence[float], psnrs: Sequence[float], consecutive: Sequence[float],
+                 motions: Sequence[float], real_consecutive: Sequence[float], real_motions: Sequence[float],
+                 bands: Sequence[tuple[int, int]] = MOTION_BANDS) -> list[dict[str, Any]]:
+    """The row's metrics per band of requested motion bucket, beside the real clips of the same band.
+
+    Why: a mean over all clips hides where a model fails. A model whose fast clips break up into boiling texture
+    shows it here as consecutive-frame PSNR falling with the bucket while the measured motion rises above the real
+    clips' -- the Spearman alone would read that break-up as motion."""
+    out = []
+    b = np.asarray(buckets, np.float64)
+    for lo, hi in bands:
+        idx = np.flatnonzero((b >= lo) & (b <= hi))
+        band: dict[str, Any] = {"buckets": f"{lo}-{hi}", "clips": int(idx.size)}
+        if idx.size:
+            for name, values in (("first_frame_psnr", psnrs), ("consecutive_psnr", consecutive),
+                                 ("consecutive_psnr_real", real_consecutive), ("motion_ref_px", motions),
+                                 ("motion_ref_px_real", real_motions)):
+                band[name] = round(float(np.mean(np.asarray(values, np.float64)[idx])), 3) if len(values) else None
+        out.append(band)
+    return out
+
+
+def format_motion_bands(row: dict[str, Any]) -> str:
+    """A small text table of ``row['by_motion']`` (generated vs real, per bucket band)."""
+    head = ("buckets", "clips", "ff_psnr", "cons_psnr", "cons_real", "motion", "motion_real")
+    lines = [f"{row['stage']} @ {row['resolution']}: per motion-bucket band (motion in reference px per frame)",
+             " | ".join(head), " | ".join("---" for _ in head)]
+    for band in row.get("by_motion") or []:
+        lines.append(" | ".join(str(band.get(k, "-")) for k in ("buckets", "clips", "first_frame_psnr",
+                                                                 "consecutive_psnr", "consecutive_psnr_real",
+                                                                 "motion_ref_px", "motion_ref_px_real")))
+    return "\n".join(lines)
 
 
 BUCKET_SWEEP: tuple[int, int] = (20, 255)

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from explorer.evaluation import BASELINES, MIN_CLIPS, evaluate, select_stages
+from explorer.evaluation import BASELINES, MIN_CLIPS, evaluate, format_motion_bands, select_stages
 from explorer.fvd_proxy import DEFAULT_DIR as PROXY_DIR
 from explorer.stages import resolve
 
@@ -124,6 +124,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(rows, indent=2))
     else:
         print(format_table(rows))
+        for row in rows:
+            if row.get("by_motion"):
+                print("\n" + format_motion_bands(row))
     return 0
 
 

@@ -89,6 +89,9 @@ def test_evaluate_end_to_end(ev, setup, capsys: pytest.CaptureFixture[str]) -> N
     assert set(own) == {f"{b}@{r}" for b in ("baseline-static", "baseline-untrained") for r in ("48x24", "32x16")}
     assert own["baseline-static@32x16"]["fvd_proxy"] == static["fvd_proxy"]
     assert "consecutive_psnr" in by[("lowres-ft", "32x16")] and "bucket_sweep" in by[("lowres-ft", "32x16")]
+    bands = by[("lowres-ft", "32x16")]["by_motion"]
+    assert [b["buckets"] for b in bands] == ["0-63", "64-127", "128-191", "192-255"]
+    assert sum(b["clips"] for b in bands) == 2
 
     # same seeds -> same numbers; a step override is recorded under its own name and merged into metrics.json
     argv2 = ["--checkpoints", str(ckpt), "--stages", "lowres-ft", "--clips", "2", "--json", "--proxy",
@@ -156,3 +159,18 @@ def test_untrained_baseline_of_a_stage_that_references_another_unet(ev, setup, c
     assert rows["optimized-xattn"]["fvd_proxy"] == pytest.approx(rows["lowres-ft"]["fvd_proxy"], rel=1e-3)
     assert rows["optimized-xattn"]["first_frame_psnr"] == pytest.approx(rows["lowres-ft"]["first_frame_psnr"],
                                                                         abs=0.05)
+
+
+def test_motion_bands_split_the_clips_by_requested_bucket() -> None:
+    """Fast clips that boil: per band, generated consecutive PSNR and motion sit beside the real clips'."""
+    buckets = [10, 40, 100, 200, 250]
+    bands = evaluation.motion_bands(buckets, psnrs=[30, 28, 27, 26, 24], consecutive=[30, 30, 28, 20, 18],
+                                    motions=[0.5, 0.7, 2.0, 9.0, 11.0], real_consecutive=[40, 40, 38, 36, 34],
+                                    real_motions=[0.4, 0.6, 2.0, 5.0, 7.0])
+    assert [b["clips"] for b in bands] == [2, 1, 0, 2]
+    assert bands[0]["consecutive_psnr"] == 30.0 and bands[0]["motion_ref_px_real"] == 0.5
+    assert "first_frame_psnr" not in bands[2]  # an empty band says so by its count, no made-up means
+    assert bands[3]["consecutive_psnr"] == 19.0 and bands[3]["consecutive_psnr_real"] == 35.0
+    assert bands[3]["motion_ref_px"] == 10.0 and bands[3]["motion_ref_px_real"] == 6.0
+    table = evaluation.format_motion_bands({"stage": "svd", "resolution": "32x16", "by_motion": bands})
+    assert "192-255 | 2 | 25.0 | 19.0 | 35.0 | 10.0 | 6.0" in table
