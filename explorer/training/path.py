@@ -269,8 +269,13 @@ class PathBuilder:
         cfg = replace(self._denoise_cfg("lowres-ft", p.lowres, p.lowres_steps, p.lowres_batch,
                                         cache=str(cache) if (cache / "manifest.json").is_file() else None),
                       lr=p.finetune_lr, frame0_weight=p.finetune_frame0_weight, probe_every=p.finetune_probe_every)
-        return train_denoise_stage("lowres-ft", cfg, str(self.ckpt / "svd"), checkpoints=str(self.ckpt),
-                                   scale=p.scale, progress=self.progress, size=p.lowres)
+        # from the 128x64 phase, like `svd` (siblings): a finetune of `svd` would go 128x64 -> 256x144 -> 128x64,
+        # and the two finetunes can run in either order (docs/training.md, session 13)
+        pretrain = self.runs / "svd-pretrain"
+        init = str(pretrain) if (pretrain / "state" / "ema.safetensors").exists() else str(self.ckpt / "svd")
+        return train_denoise_stage("lowres-ft", cfg, init, vae_dir=str(self.vae_dir), checkpoints=str(self.ckpt),
+                                   scale=p.scale, progress=self.progress, size=p.lowres,
+                                   image_encoder_dir=self.image_encoder_dir())
 
     def optimized_xattn(self) -> dict[str, Any]:
         pipe, record = self._parent("optimized-xattn")
