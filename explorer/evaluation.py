@@ -50,11 +50,14 @@ class Reference:
     proxy_features: np.ndarray
     real_floor: float  # FVD-proxy between the set and the same design rendered with another data seed
     real_spearman: float  # Spearman of the requested bucket vs motion measured on the real clips
-    real_consecutive_psnr: float  # motion-compensated consecutive-frame PSNR of the real clips (dB)
+    real_motions: list[float]  # measured motion of each real clip, reference px per frame
+    real_consecutive: list[float]  # motion-compensated consecutive-frame PSNR of each real clip (dB)
     i3d_features: np.ndarray | None = None
-    real_motions: list[float] = field(default_factory=list)  # per clip, reference px per frame
-    real_consecutive: list[float] = field(default_factory=list)  # per clip, dB
     round_trips: dict[str, list[np.ndarray]] = field(default_factory=dict)  # by VAE fingerprint
+
+    @property
+    def real_consecutive_psnr(self) -> float:
+        return float(np.mean(self.real_consecutive))
 
     @property
     def resolution(self) -> str:
@@ -76,8 +79,7 @@ def build_reference(width: int, height: int, n: int, data_seed: int, proxy: FVDP
     real_u8 = [np.stack([_u8(f) for f in c.frames]) for c in clips]
     real_consecutive = [M.consecutive_psnr(v) for v in real_u8]
     ref = Reference(width, height, clips, [_u8(c.image) for c in clips], real, feats, floor, rho,
-                    float(np.mean(real_consecutive)), real_motions=list(real_motions),
-                    real_consecutive=list(real_consecutive))
+                    list(real_motions), real_consecutive)
     if detector is not None:
         ref.i3d_features = M.i3d_features(detector, real)
     return ref
@@ -167,8 +169,8 @@ def motion_bands(buckets: Sequence[float], psnrs: Sequence[float], consecutive: 
     """The row's metrics per band of requested motion bucket, beside the real clips of the same band.
 
     Why: a mean over all clips hides where a model fails. A model whose fast clips break up into boiling texture
-    shows it here as consecutive-frame PSNR falling with the bucket while the measured motion rises above the real
-    clips' -- the Spearman alone would read that break-up as motion."""
+    shows it here as consecutive-frame PSNR falling with the bucket, and one that barely moves as measured motion
+    far below the real clips' -- while the Spearman, which only ranks, can still look good."""
     out = []
     b = np.asarray(buckets, np.float64)
     for lo, hi in bands:
@@ -178,7 +180,7 @@ def motion_bands(buckets: Sequence[float], psnrs: Sequence[float], consecutive: 
             for name, values in (("first_frame_psnr", psnrs), ("consecutive_psnr", consecutive),
                                  ("consecutive_psnr_real", real_consecutive), ("motion_ref_px", motions),
                                  ("motion_ref_px_real", real_motions)):
-                band[name] = round(float(np.mean(np.asarray(values, np.float64)[idx])), 3) if len(values) else None
+                band[name] = round(float(np.mean(np.asarray(values, np.float64)[idx])), 3)
         out.append(band)
     return out
 
