@@ -116,13 +116,18 @@ def test_cached_training_run_with_curve(parts: tuple, cache_dir: Path, tmp_path:
     unet = build_unet(cfg_u)
     cfg = DenoiseConfig(out=str(tmp_path / "run"), size=SIZE, steps=2, batch=2, warmup=1, ckpt_every=1, log_every=1,
                         num_workers=0, cache=str(cache_dir), train_image_encoder=False, curriculum_start=1.0,
-                        curriculum_steps=2, probe_every=2, probe_clips=2, probe_photos=1)
+                        curriculum_steps=2, probe_every=2, probe_clips=2, probe_photos=1, channel_weight_power=0.5)
     train_denoiser(cfg, unet, vae, enc, progress=False)
     rows = [json.loads(x) for x in (tmp_path / "run" / "curve.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 2]
+    log = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    weights = log[0]["channel_weights"]  # measured on the cache, recorded once
+    assert len(weights) == vae.config.latent_channels and sum(weights) == pytest.approx(len(weights), rel=1e-3)
     for r in rows:
         assert set(r["denoise"]) == {"0.03", "0.1", "0.3", "1", "3", "10", "30"}
         assert all(v["noise_left"] >= 0 for v in r["denoise"].values())
+        assert all(len(v["channels"]) == vae.config.latent_channels for v in r["denoise"].values())
+        assert r["sample_hf_kept_frame0"]["mean"] >= 0
         assert r["denoise"]["30"]["copy_frame0"] < 0.05  # copying the conditioning latent is near-exact on frame 0
         assert "mean" in r["sample_frame0_psnr"] and "mean" in r["sample_consecutive_psnr"]
         assert set(r["bucket_sweep"]["motion_ref_px"]) == {"20", "255"} and r["bucket_sweep"]["ratio"] >= 0
@@ -146,6 +151,8 @@ def test_cached_training_run_with_curve(parts: tuple, cache_dir: Path, tmp_path:
     assert [r["step"] for r in again] == [0, 2]
     assert set(again[1]) == set(rows[1])
     for sigma, errors in rows[1]["denoise"].items():
+        channels = errors.pop("channels")
+        assert again[1]["denoise"][sigma].pop("channels") == pytest.approx(channels, rel=1e-2, abs=1e-3), sigma
         assert again[1]["denoise"][sigma] == pytest.approx(errors, rel=1e-2), sigma
 
 

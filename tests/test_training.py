@@ -64,6 +64,35 @@ def test_frame0_weight_reweights_only_frame_0(monkeypatch: pytest.MonkeyPatch) -
     assert DenoiseConfig().frame0_weight == 1.0  # SVD's objective unless a plan asks otherwise
 
 
+def test_channel_weights_follow_channel_variance(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Channel weights ~ Var^-power with mean 1; they scale each channel's share of the loss and nothing else."""
+    from explorer.training import denoise as D
+    from explorer.training.curves import channel_variances, low_variance_error
+
+    lat = torch.randn(4, 3, 2, 8, 8, generator=torch.Generator().manual_seed(0))
+    lat[:, :, 0] *= 2.0  # channel 0: 4x the variance of channel 1
+    var = channel_variances(lat)
+    assert var[0] / var[1] == pytest.approx(4.0, rel=0.3)
+    assert torch.allclose(D.latent_channel_weights(lat, 0.0), torch.ones(2))
+    w = D.latent_channel_weights(lat, 1.0)
+    assert w.mean().item() == pytest.approx(1.0) and (w[1] / w[0]).item() == pytest.approx((var[0] / var[1]).item())
+    monkeypatch.setattr(D.edm, "denoise", lambda unet, noisy, *a: torch.zeros_like(noisy))
+    x0 = torch.zeros(2, 3, 2, 3, 3)
+    cond = D.Conditioning(x0, torch.zeros(2, 2, 3, 3), torch.zeros(2, 1, 8), torch.zeros(2, 3))
+
+    def loss(channel: int, weights: torch.Tensor | None) -> float:
+        cond.latents = x0.clone()
+        cond.latents[:, :, channel] = 1.0
+        return D.denoise_loss(None, cond, torch.Generator().manual_seed(0), 0.7, 1.6, 0.0, 1.0, weights).item()
+
+    weights = torch.tensor([0.5, 1.5])
+    assert loss(0, weights) / loss(0, None) == pytest.approx(0.5)
+    assert loss(1, weights) / loss(1, None) == pytest.approx(1.5)
+    assert DenoiseConfig().channel_weight_power == 0.0  # SVD's objective unless a plan asks otherwise
+    assert low_variance_error({"channels": [0.1, 0.2, 1.0, 2.0]}) == pytest.approx(1.5)
+    assert low_variance_error({"all": 0.5}) is None
+
+
 def test_lr_schedule_and_ema() -> None:
     assert lr_at(0, 1.0, 10, 100) == pytest.approx(0.1)
     assert lr_at(100, 1.0, 10, 100, min_ratio=0.1) == pytest.approx(0.1)
@@ -281,11 +310,15 @@ def test_learning_curve_table_and_plot(tmp_path: Path) -> None:
             rows[-1].update(sample_consecutive_psnr={"mean": 21.5}, bucket_sweep={"ratio": 2.25})
             for s in LOW_SIGMAS:
                 rows[-1]["denoise"][f"{s:g}"] = {"noise_left": 0.5 + s}
+    rows.append({**rows[-1], "step": 2000, "clips": 32000, "sample_hf_kept_frame0": {"mean": 4.5},
+                 "denoise": {k: {**v, "channels": [0.01, 0.02, 0.9, 1.1]} for k, v in rows[-1]["denoise"].items()}})
     (run / "curve.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     curves = read_curves([str(run), str(tmp_path / "absent")])
     table = curve_table(curves)
     assert "| svd-pretrain-small | 1000 | 16000 | 64x32 | 0.500 (0.300)" in table and "20.00" in table
-    assert "| 0.53 / 0.60 | 20.00 | 21.50 | 2.25x |" in table and "| — | 10.00 | — | — |" in table
+    assert "| 0.53 / 0.60 | — | 20.00 | 21.50 | — | 2.25x |" in table
+    assert "| 0.53 / 0.60 | 1.00 / 1.00 | 20.00 | 21.50 | 4.50 | 2.25x |" in table
+    assert "| — | — | 10.00 | — | — | — |" in table
     plot_curves(curves, str(tmp_path / "c.png"))
     assert (tmp_path / "c.png").stat().st_size > 10_000
 

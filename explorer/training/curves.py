@@ -6,6 +6,8 @@ Two probes, both on held-out test photographs and deterministic:
   over all frames and over frame 0 alone, beside the *copy baseline* (the conditioning image's latent copied into
   every frame). A denoiser that cannot beat copying at high noise has not learned to carry the conditioning image;
   one whose frame-0 error does not fall toward 0 ignores it.
+  Per latent channel too (``channels``): the overall error is dominated by the few high-variance channels, and a
+  denoiser that leaves noise in the low-variance, fine-detail channels samples grain (docs/training.md, session 13).
 * :func:`sample_psnr` -- frame-0 PSNR of a full sampled clip (the stage's sampler: 50 steps with CFG) against the
   VAE round trip of the conditioning image, the same definition as ``scripts/evaluate.py``.
 
@@ -37,8 +39,10 @@ def denoising_errors(unet: Any, vae: Any, image_encoder: Any, size: tuple[int, i
                      sigmas: tuple[float, ...] = PROBE_SIGMAS, seed: int = 0,
                      frames: int = data.NUM_FRAMES) -> dict[str, dict[str, float]]:
     """Relative denoising error per noise level on ``clips`` fixed test clips at ``size``:
-    ``{sigma: {"all", "frame0", "copy_all", "copy_frame0", "noise_left"}}``; ``noise_left`` is the output's error
-    as a fraction of the input noise's variance (1: the denoiser returns its input; above 1: it adds error)."""
+    ``{sigma: {"all", "frame0", "copy_all", "copy_frame0", "noise_left", "channels"}}``; ``noise_left`` is the
+    output's error as a fraction of the input noise's variance (1: the denoiser returns its input; above 1: it adds
+    error); ``channels`` the relative error of each latent channel against that channel's own variance (above 1:
+    worse than predicting the channel's mean)."""
     from explorer.training.denoise import clip_embed_input
 
     unet.eval()
@@ -58,6 +62,7 @@ def denoising_errors(unet: Any, vae: Any, image_encoder: Any, size: tuple[int, i
     copy = (image_latents * vae.config.scaling_factor).unsqueeze(1).expand_as(x0)
     var_all = x0.var().item()
     var_f0 = x0[:, 0].var().item()
+    var_channels = channel_variances(x0)
     out: dict[str, dict[str, float]] = {}
     for s in sigmas:
         noise = torch.randn(x0.shape, generator=gen).to(device)
@@ -69,8 +74,26 @@ def denoising_errors(unet: Any, vae: Any, image_encoder: Any, size: tuple[int, i
             "copy_all": ((copy - x0) ** 2).mean().item() / var_all,
             "copy_frame0": ((copy[:, 0] - x0[:, 0]) ** 2).mean().item() / var_f0,
             "noise_left": ((d - x0) ** 2).mean().item() / s**2,
+            "channels": [round(v, 4) for v in (channel_mse(d, x0) / var_channels).tolist()],
         }
     return out
+
+
+def channel_variances(latents: torch.Tensor) -> torch.Tensor:
+    """Variance of each latent channel of clips ``latents`` (B, F, C, h, w) over clips, frames and positions."""
+    return latents.transpose(0, 2).flatten(1).var(dim=1)
+
+
+def channel_mse(denoised: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of each latent channel (B, F, C, h, w) -> (C,)."""
+    return ((denoised - target) ** 2).transpose(0, 2).flatten(1).mean(dim=1)
+
+
+def low_variance_error(denoise_row: dict[str, Any]) -> float | None:
+    """Mean relative error of the last half of the latent channels at one sigma: the fine detail, as a PatchVAE's
+    PCA channels come in falling variance. None for rows from before the per-channel probe."""
+    errs = denoise_row.get("channels")
+    return float(np.mean(errs[len(errs) // 2:])) if errs else None
 
 
 @torch.no_grad()
@@ -78,9 +101,10 @@ def sample_quality(unet: Any, vae: Any, image_encoder: Any, size: tuple[int, int
                    steps: int = 50, seed: int = 0, min_guidance: float = 1.0,
                    max_guidance: float = 3.0) -> dict[str, dict[str, float]]:
     """One sampled clip per test photograph at ``size``, measured as ``scripts/evaluate.py`` measures a stage:
-    ``{"frame0_psnr": {photo: dB, ..., "mean": dB}, "consecutive_psnr": {...}}`` -- frame 0 against the VAE
-    round trip of the conditioning image, and the mean motion-compensated PSNR between consecutive frames
-    (flicker; the base floor is 24 dB)."""
+    ``{"frame0_psnr": {photo: dB, ..., "mean": dB}, "consecutive_psnr": {...}, "hf_kept_frame0": {...}}`` --
+    frame 0 against the VAE round trip of the conditioning image, the mean motion-compensated PSNR between
+    consecutive frames (flicker; the base floor is 24 dB), and frame 0's high-frequency energy as a fraction of
+    the round trip's (``explorer.metrics.sharpness_and_fade``: above 1 is grain, below 1 blur)."""
     from explorer import metrics as M
     from explorer.pipeline import generate
 
@@ -88,12 +112,16 @@ def sample_quality(unet: Any, vae: Any, image_encoder: Any, size: tuple[int, int
     width, height = size
     frame0: dict[str, float] = {}
     consecutive: dict[str, float] = {}
+    hf_kept: dict[str, float] = {}
     for i, (name, image) in enumerate(list(data.test_images().items())[:photos]):
         res = generate(pipe, image, width=width, height=height, steps=steps, min_guidance=min_guidance,
                        max_guidance=max_guidance, seed=seed + i)
-        frame0[name] = round(M.first_frame_psnr(res.frames, M.vae_round_trip(vae, image, width, height)), 3)
+        round_trip = M.vae_round_trip(vae, image, width, height)
+        frame0[name] = round(M.first_frame_psnr(res.frames, round_trip), 3)
         consecutive[name] = round(M.consecutive_psnr(res.frames), 3)
-    return {"frame0_psnr": _with_mean(frame0), "consecutive_psnr": _with_mean(consecutive)}
+        hf_kept[name] = round(M.sharpness_and_fade(res.frames, round_trip)["hf_kept_frame0"], 3)
+    return {"frame0_psnr": _with_mean(frame0), "consecutive_psnr": _with_mean(consecutive),
+            "hf_kept_frame0": _with_mean(hf_kept)}
 
 
 @torch.no_grad()
@@ -135,6 +163,7 @@ def curve_row(unet: Any, vae: Any, image_encoder: Any, size: tuple[int, int], cl
         row["sample_steps"] = sample_steps
         row["sample_frame0_psnr"] = quality["frame0_psnr"]
         row["sample_consecutive_psnr"] = quality["consecutive_psnr"]
+        row["sample_hf_kept_frame0"] = quality["hf_kept_frame0"]
         row["bucket_sweep"] = bucket_motion(unet, vae, image_encoder, size, sample_steps)
     return row
 
@@ -185,8 +214,8 @@ def curve_table(curves: dict[str, list[dict[str, Any]]]) -> str:
     consecutive-frame PSNR and bucket 255 / 20 motion ratio (— where a row predates the measurement)."""
     sigmas = list(PROBE_SIGMAS)
     head = (["run", "step", "clips", "size"] + [f"err σ={s:g} (copy)" for s in sigmas]
-            + ["frame-0 err σ=30 (copy)", "noise left σ=0.03 / 0.1", "sample frame-0 PSNR dB", "consecutive PSNR dB",
-               "motion 255/20"])
+            + ["frame-0 err σ=30 (copy)", "noise left σ=0.03 / 0.1", "fine-channel err σ=0.3 / 1",
+               "sample frame-0 PSNR dB", "consecutive PSNR dB", "HF kept f0", "motion 255/20"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, rows in curves.items():
         for r in rows:
@@ -196,7 +225,9 @@ def curve_table(curves: dict[str, list[dict[str, Any]]]) -> str:
             cells.append(f"{d['30']['frame0']:.3f} ({d['30']['copy_frame0']:.3f})")
             low = [d.get(f"{s:g}", {}).get("noise_left") for s in LOW_SIGMAS]
             cells.append("—" if None in low else " / ".join(f"{v:.2f}" for v in low))
-            for key in ("sample_frame0_psnr", "sample_consecutive_psnr"):
+            fine = [low_variance_error(d.get(k, {})) for k in ("0.3", "1")]
+            cells.append("—" if None in fine else " / ".join(f"{v:.2f}" for v in fine))
+            for key in ("sample_frame0_psnr", "sample_consecutive_psnr", "sample_hf_kept_frame0"):
                 value = r.get(key, {}).get("mean")
                 cells.append("—" if value is None else f"{value:.2f}")
             ratio = r.get("bucket_sweep", {}).get("ratio")
@@ -247,5 +278,6 @@ def plot_curves(curves: dict[str, list[dict[str, Any]]], path: str) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
-__all__ = ["LOW_SIGMAS", "PROBE_SIGMAS", "bucket_motion", "curve_row", "curve_table", "denoising_errors",
+__all__ = ["LOW_SIGMAS", "PROBE_SIGMAS", "bucket_motion", "channel_mse", "channel_variances", "curve_row",
+           "curve_table", "denoising_errors", "low_variance_error",
            "measure_run", "plot_curves", "read_curves", "sample_quality", "write_row"]

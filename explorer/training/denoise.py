@@ -49,6 +49,10 @@ class DenoiseConfig:
     # loss weight of frame 0 relative to each other frame (weights renormalised to mean 1): frame 0's target is the
     # conditioning image itself, and a tiny UNet given 1/14 of the loss for it learns slowly to carry that image
     frame0_weight: float = 1.0
+    # loss weight of each latent channel ~ Var(channel)^-power (mean 1): the PatchVAE's PCA channels differ ~1,100x
+    # in variance, so under SVD's loss the fine-detail channels weigh almost nothing and are sampled as grain
+    # (docs/training.md, session 13); 1 weighs every channel as if whitened, 0 is SVD's objective
+    channel_weight_power: float = 0.0
     ema_decay: float = 0.999
     # EMA decay ramp (1 + n) / (ema_warmup + n): with 10 the full decay is reached after ~9K updates; with the
     # old 100, 0.9995 needed ~200K updates, far beyond any CPU run (a decay never reached)
@@ -124,9 +128,11 @@ def denoise_loss(
     p_std: float,
     cond_dropout: float,
     frame0_weight: float = 1.0,
+    channel_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """EDM-weighted x0 loss (= unit-weight v loss) at log-normal noise levels, with conditioning dropout;
-    ``frame0_weight``: frame 0's weight relative to each other frame (the per-frame weights have mean 1)."""
+    ``frame0_weight``: frame 0's weight relative to each other frame (the per-frame weights have mean 1);
+    ``channel_weights``: (C,) per latent channel (:func:`latent_channel_weights`), None for equal weights."""
     x0 = cond.latents
     b = x0.shape[0]
     sigma = edm.lognormal_sigmas(b, p_mean, p_std, generator).to(x0.device)
@@ -142,7 +148,28 @@ def denoise_loss(
         per_frame = torch.ones(frames, device=x0.device)
         per_frame[0] = frame0_weight
         err = err * (per_frame / per_frame.mean()).view(1, frames, 1, 1, 1)
+    if channel_weights is not None:
+        err = err * channel_weights.to(err.device).view(1, 1, -1, 1, 1)
     return err.mean()
+
+
+def latent_channel_weights(latents: torch.Tensor, power: float) -> torch.Tensor:
+    """Per-channel loss weights ``Var_c^-power`` normalised to mean 1, from clips' latents (B, F, C, h, w)."""
+    from explorer.training.curves import channel_variances
+
+    w = channel_variances(latents.float()).clamp_min(1e-8) ** -power
+    return w / w.mean()
+
+
+def _weight_latents(cfg: DenoiseConfig, cache: Any, vae: Any) -> torch.Tensor:
+    """Latents the channel weights are measured on: 256 cached clips, or 16 fixed training clips encoded."""
+    if cache is not None:
+        return cache.latents(torch.arange(min(256, len(cache))))
+    clips = data.eval_clips("train", n=16, size=tuple(cfg.size))
+    x = torch.stack([c.frames[: cfg.frames] for c in clips])
+    with torch.no_grad():
+        lat = vae.encode(x.flatten(0, 1).to(next(vae.parameters()).device)).latent_dist.mode()
+    return lat.reshape(x.shape[0], x.shape[1], *lat.shape[1:]).cpu() * vae.config.scaling_factor
 
 
 def _batches(cfg: DenoiseConfig, start_clip: int, process_index: int = 0,
@@ -197,6 +224,7 @@ def train_denoiser(
         image_encoder.to(accelerator.device)
     vae.to(accelerator.device)
     clips_per_step = cfg.batch * accelerator.num_processes
+    cache = None
     if cfg.cache:
         from explorer.latent_cache import LatentCache, cached_conditioning, motion_curriculum
 
@@ -208,6 +236,11 @@ def train_denoiser(
                                processes=accelerator.num_processes, process_index=accelerator.process_index)
     else:
         batches = _batches(cfg, step * clips_per_step, accelerator.process_index, accelerator.num_processes)
+    channel_weights = None
+    if cfg.channel_weight_power:
+        channel_weights = latent_channel_weights(_weight_latents(cfg, cache, vae), cfg.channel_weight_power)
+        if accelerator.is_main_process and step == 0:
+            log.write(step=0, channel_weights=[round(w, 4) for w in channel_weights.tolist()])
     probe = _Probe(cfg, out, unet, vae, image_encoder, ema, accelerator.is_main_process)
     probe.maybe(step, step * clips_per_step, first=True)
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress or not accelerator.is_main_process,
@@ -228,7 +261,8 @@ def train_denoiser(
             batch = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in next(batches).items()}
             cond = encode_batch(batch, vae, image_encoder, gen, cfg.aug_mean, cfg.aug_std,
                                 embed_grad=cfg.train_image_encoder)
-        loss = denoise_loss(unet, cond, gen, cfg.p_mean, cfg.p_std, cfg.cond_dropout, cfg.frame0_weight)
+        loss = denoise_loss(unet, cond, gen, cfg.p_mean, cfg.p_std, cfg.cond_dropout, cfg.frame0_weight,
+                            channel_weights)
         opt.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         if cfg.grad_clip:
@@ -288,4 +322,5 @@ class _Probe:
         del model
 
 
-__all__ = ["Conditioning", "DenoiseConfig", "clip_embed_input", "denoise_loss", "encode_batch", "train_denoiser"]
+__all__ = ["Conditioning", "DenoiseConfig", "clip_embed_input", "denoise_loss", "encode_batch",
+           "latent_channel_weights", "train_denoiser"]
