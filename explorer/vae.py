@@ -233,6 +233,26 @@ def rescale_latent_channels(vae: PatchVAE, scales: torch.Tensor) -> PatchVAE:
     return vae
 
 
+@torch.no_grad()
+def rescale_unet_latent_channels(unet: Any, scales: torch.Tensor) -> Any:
+    """Map an SVD-family UNet onto latents rescaled by ``rescale_latent_channels(vae, scales)`` (in place).
+
+    The UNet's input is the noisy latents and the image latents side by side, and its output a v-prediction per
+    latent channel; dividing ``conv_in``'s columns of both by ``scales`` and multiplying ``conv_out``'s rows by them
+    gives ``D'(S x) = S D(x)`` for the EDM denoiser exactly, when the noise is scaled too. Under the isotropic noise
+    the new latents are trained with, this is a warm start, not an equivalence (docs/training.md, session 14).
+    """
+    scales = scales.to(unet.conv_in.weight.dtype).flatten()
+    c = scales.numel()
+    if unet.conv_in.in_channels != 2 * c or unet.conv_out.out_channels != c or not bool((scales > 0).all()):
+        raise ValueError(f"need {unet.conv_out.out_channels} positive scales for a UNet with "
+                         f"{unet.conv_in.in_channels} input channels, got {scales.tolist()}")
+    unet.conv_in.weight.div_(scales.repeat(2).view(1, -1, 1, 1))
+    unet.conv_out.weight.mul_(scales.view(-1, 1, 1, 1))
+    unet.conv_out.bias.mul_(scales)
+    return unet
+
+
 def whitening_scales(variances: torch.Tensor) -> torch.Tensor:
     """Per-channel scales that give every latent channel the same variance while keeping the mean variance
     (so the VAE's ``scaling_factor`` stays right): ``sqrt(mean(v) / v)``."""

@@ -53,6 +53,23 @@ def test_optimized_xattn_references_its_parent_and_generates_the_same(quick_path
 
 
 @pytest.mark.slow
+def test_lowres_ft_with_no_steps_is_the_pretraining_ema_unchanged(quick_path: Path) -> None:
+    from dataclasses import replace
+
+    from safetensors.torch import load_file
+
+    build_path(replace(Plan.quick(), lowres_steps=0), quick_path / "ckpt0", quick_path / "runs", only=["lowres-ft"],
+               progress=False)
+    pipe, record = load_stage(quick_path / "ckpt0" / "lowres-ft")
+    training = record.extra["training"]
+    assert training["steps"] == 0 and training["init"].endswith("svd-pretrain") and training["init_step"] == 2
+    ema = load_file(str(quick_path / "runs" / "svd-pretrain" / "state" / "ema.safetensors"))
+    exported = pipe.unet.state_dict()
+    assert all(torch.equal(exported[k].float(), v.float()) for k, v in ema.items())
+    assert (record.width, record.height) == Plan.quick().lowres
+
+
+@pytest.mark.slow
 def test_rerun_skips_finished_stages(quick_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     report = build_path(Plan.quick(), quick_path / "ckpt", quick_path / "runs", progress=False)
     assert report == {}

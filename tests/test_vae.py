@@ -127,3 +127,31 @@ def test_rescaled_latent_channels_decode_to_the_same_images(photos: list[torch.T
         assert torch.allclose(vae.encode(x + 0.1 * n).latent_dist.mode(), z + 0.1 * vae.encode_noise(n), atol=1e-5)
     with pytest.raises(ValueError, match="positive scales"):
         rescale_latent_channels(vae, torch.zeros(vae.config.latent_channels))
+
+
+def test_unet_mapped_onto_rescaled_latents_denoises_the_same() -> None:
+    """rescale_unet_latent_channels: D'(S x) = S D(x) exactly for the EDM denoiser when noise and conditioning
+    latents are scaled by S too (the warm start of a UNet onto whitened latents)."""
+    from explorer import edm
+    from explorer.models import build_unet, unet_config
+    from explorer.vae import rescale_unet_latent_channels
+
+    torch.manual_seed(0)
+    cfg = unet_config("micro")
+    cfg.update(in_channels=8, out_channels=4)
+    unet = build_unet(cfg).eval().double()  # float64: the micro UNet's norms amplify float32 rounding
+    with torch.no_grad():
+        unet.conv_out.weight.normal_(0, 0.1)
+        unet.conv_out.bias.normal_(0, 0.1)
+    scales = torch.tensor([0.3, 1.0, 2.5, 7.0], dtype=torch.float64)
+    s = scales.view(1, 1, -1, 1, 1)
+    x, cond = torch.randn(1, 3, 4, 8, 16).double(), torch.randn(1, 4, 8, 16).double()
+    sigma, embeds = torch.tensor([1.3]).double(), torch.randn(1, 1, cfg["cross_attention_dim"]).double()
+    ids = torch.zeros(1, 3).double()
+    with torch.no_grad():
+        before = edm.denoise(unet, x, sigma, cond, embeds, ids)
+        rescale_unet_latent_channels(unet, scales)
+        after = edm.denoise(unet, x * s, sigma, cond * scales.view(1, -1, 1, 1), embeds, ids)
+    assert torch.allclose(after, before * s, atol=1e-8)
+    with pytest.raises(ValueError, match="positive scales"):
+        rescale_unet_latent_channels(unet, torch.ones(3))

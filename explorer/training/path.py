@@ -21,7 +21,7 @@ from explorer.pipeline import load_stage, store_weights_as
 from explorer.training.adversarial import AdversarialConfig, finetune_one_step
 from explorer.training.denoise import DenoiseConfig
 from explorer.training.pruning import learn_gates
-from explorer.training.stage_runs import export_stage, export_svd_512, train_denoise_stage
+from explorer.training.stage_runs import export_stage, export_svd_512, load_init, train_denoise_stage
 from explorer.training.vae import VAETrainConfig, train_vae
 from explorer.transforms import apply_transforms
 from explorer.transforms.funnels import add_funnels, merge_funnels
@@ -77,9 +77,13 @@ class Plan:
     finetune_lr: float = 1e-4
     finetune_frame0_weight: float = 8.0
     finetune_probe_every: int = 300  # curve rows of the finetunes: they are short, and the first rows matter most
+    # per-latent-channel loss weights ~ Var^-power in the finetunes (DenoiseConfig.channel_weight_power; 0: SVD's)
+    finetune_channel_weight_power: float = 0.0
     svd_steps: int = 1500
     svd_batch: int = 4
-    lowres_steps: int = 3000
+    # 0: `lowres-ft` is the 128x64 pretraining's EMA unchanged (docs/training.md, session 13: a 3,000-step finetune
+    # from it lost 0.36 dB frame-0 and 0.70 dB consecutive-frame PSNR at N = 64, paired)
+    lowres_steps: int = 0
     lowres_batch: int = 8
     adv_steps: int = 400
     adv_batch: int = 4
@@ -255,7 +259,8 @@ class PathBuilder:
     def svd(self) -> dict[str, Any]:
         p = self.plan
         cfg = replace(self._denoise_cfg("svd", p.base, p.svd_steps, p.svd_batch), lr=p.finetune_lr,
-                      frame0_weight=p.finetune_frame0_weight, probe_every=p.finetune_probe_every)
+                      frame0_weight=p.finetune_frame0_weight, probe_every=p.finetune_probe_every,
+                      channel_weight_power=p.finetune_channel_weight_power)
         return train_denoise_stage("svd", cfg, str(self.runs / "svd-pretrain"), vae_dir=str(self.vae_dir),
                                    checkpoints=str(self.ckpt), scale=p.scale, progress=self.progress,
                                    size=p.base, image_encoder_dir=self.image_encoder_dir())
@@ -268,14 +273,28 @@ class PathBuilder:
         cache = self._cache_dir(p.lowres)
         cfg = replace(self._denoise_cfg("lowres-ft", p.lowres, p.lowres_steps, p.lowres_batch,
                                         cache=str(cache) if (cache / "manifest.json").is_file() else None),
-                      lr=p.finetune_lr, frame0_weight=p.finetune_frame0_weight, probe_every=p.finetune_probe_every)
+                      lr=p.finetune_lr, frame0_weight=p.finetune_frame0_weight, probe_every=p.finetune_probe_every,
+                      channel_weight_power=p.finetune_channel_weight_power)
         # from the 128x64 phase, like `svd` (siblings): a finetune of `svd` would go 128x64 -> 256x144 -> 128x64,
         # and the two finetunes can run in either order (docs/training.md, session 13)
         pretrain = self.runs / "svd-pretrain"
         init = str(pretrain) if (pretrain / "state" / "ema.safetensors").exists() else str(self.ckpt / "svd")
+        if p.lowres_steps == 0:
+            return self._export_unchanged("lowres-ft", init, p.lowres)
         return train_denoise_stage("lowres-ft", cfg, init, vae_dir=str(self.vae_dir), checkpoints=str(self.ckpt),
                                    scale=p.scale, progress=self.progress, size=p.lowres,
                                    image_encoder_dir=self.image_encoder_dir())
+
+    def _export_unchanged(self, slug: str, init: str, size: tuple[int, int]) -> dict[str, Any]:
+        """Export a run's EMA (or a stage's weights) as ``slug`` with no training of its own."""
+        unet, encoder, vae, _ = load_init(init, self.plan.scale, str(self.vae_dir), self.image_encoder_dir())
+        trainer = Path(init) / "state" / "trainer.json"
+        step = json.loads(trainer.read_text())["step"] if trainer.is_file() else None
+        summary = {"stage": slug, "steps": 0, "init": init, "init_step": step, "size": list(size),
+                   "note": f"the weights of {init} unchanged (no finetune of its own)"}
+        folder = export_stage(slug, unet.float(), encoder.float(), vae.float(), self.ckpt, extra={"training": summary},
+                              size=size, scale=self.plan.scale)
+        return {**summary, "folder": str(folder)}
 
     def optimized_xattn(self) -> dict[str, Any]:
         pipe, record = self._parent("optimized-xattn")
