@@ -79,7 +79,7 @@ class Plan:
     finetune_probe_every: int = 300  # curve rows of the finetunes: they are short, and the first rows matter most
     # per-latent-channel loss weights ~ Var^-power in the finetunes (DenoiseConfig.channel_weight_power; 0: SVD's)
     finetune_channel_weight_power: float = 0.0
-    svd_steps: int = 1500
+    svd_steps: int = 1200  # session 14: 3.3 s per step on two threads plus 225 s per curve row fit one session
     svd_batch: int = 4
     # 0: `lowres-ft` is the 128x64 pretraining's EMA unchanged (docs/training.md, session 13: a 3,000-step finetune
     # from it lost 0.36 dB frame-0 and 0.70 dB consecutive-frame PSNR at N = 64, paired)
