@@ -192,7 +192,7 @@ def test_denoise_stage_train_export_load_generate(tmp_path: Path) -> None:
     vae = build_vae("micro")
     vae.save_pretrained(tmp_path / "vae", safe_serialization=True)
     cfg = DenoiseConfig(out=str(tmp_path / "run"), size=(32, 16), frames=14, steps=2, batch=1, ckpt_every=1,
-                        num_workers=0, warmup=1, log_every=1)
+                        num_workers=0, warmup=1, log_every=1, channel_weight_power=0.5)  # weights from encoded clips
     summary = train_denoise_stage("lowres-ft", cfg, None, vae_dir=str(tmp_path / "vae"),
                                   checkpoints=str(tmp_path / "ckpt"), scale="micro", progress=False)
     assert summary["steps"] == 2
