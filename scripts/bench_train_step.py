@@ -5,7 +5,7 @@
 Three ways of making one optimizer step of the tiny denoiser at the same size and batch:
 
 * ``render+kl-vae`` -- what the base was trained with until now: render the clips, encode them with the shipped
-  ``AutoencoderKLTemporalDecoder`` (checkpoints/_shared/vae), image encoder trained with the UNet;
+  ``AutoencoderKLTemporalDecoder`` (checkpoints/_shared/vae-v1), image encoder trained with the UNet;
 * ``render+patch-vae`` -- render, encode with the PatchVAE, frozen image encoder;
 * ``cached`` -- the latent cache: stored latents and embeddings, noise augmentation projected (no VAE, no image
   encoder, no rendering).
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("--cache", required=True, help="a latent cache at --size (scripts/build_latent_cache.py)")
     ap.add_argument("--vae", default="runs/vae/final", help="the PatchVAE the cache was built with")
-    ap.add_argument("--kl-vae", default="checkpoints/_shared/vae", help="the previous AutoencoderKLTemporalDecoder")
+    ap.add_argument("--kl-vae", default="checkpoints/_shared/vae-v1", help="the previous AutoencoderKLTemporalDecoder")
     ap.add_argument("--image-encoder", default="checkpoints/_shared/image_encoder")
     ap.add_argument("--size", type=size_arg, default=data.LOWRES)
     ap.add_argument("--batch", type=int, default=8)
