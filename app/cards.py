@@ -25,6 +25,7 @@ STATS_ROWS: tuple[tuple[str, str], ...] = (
     ("peak_memory", "peak memory added (MB)"),
     ("fvd_proxy", "FVD-proxy (evaluate.py)"),
     ("first_frame_psnr", "first-frame PSNR (dB)"),
+    ("consecutive_psnr", "consecutive-frame PSNR (dB; flicker)"),
     ("motion_spearman", "motion Spearman"),
     ("seed", "seed"),
 )

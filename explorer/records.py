@@ -60,7 +60,7 @@ def _num(value: Any) -> float | None:
 
 def read_metrics(folder: Path) -> dict[str, Any] | None:
     """``<stage folder>/metrics.json`` -> {'ok', 'stage', 'nfe', 'clips', 'fvd_proxy', 'first_frame_psnr',
-    'motion_spearman', 'fvd', 'baselines', 'reason', 'file'} (None when absent)."""
+    'consecutive_psnr', 'motion_spearman', 'fvd', 'baselines', 'reason', 'file'} (None when absent)."""
     path = Path(folder) / "metrics.json"
     if not path.exists():
         return None
@@ -72,7 +72,7 @@ def read_metrics(folder: Path) -> dict[str, Any] | None:
     if not isinstance(data, dict):
         return {"ok": False, "reason": f"{path}: expected a JSON object", "file": str(path)}
     out: dict[str, Any] = {"ok": True, "file": str(path), "stage": str(data.get("stage", Path(folder).name))}
-    for name in ("nfe", "clips", "fvd_proxy", "first_frame_psnr", "motion_spearman", "fvd"):
+    for name in ("nfe", "clips", "fvd_proxy", "first_frame_psnr", "consecutive_psnr", "motion_spearman", "fvd"):
         out[name] = _num(data.get(name))
     if out["fvd_proxy"] is None:
         out["ok"], out["reason"] = False, f"{path}: no numeric 'fvd_proxy'"

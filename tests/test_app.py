@@ -216,7 +216,10 @@ def test_a_repruned_model_does_not_show_its_parents_metrics(tmp_path: Path, phot
     save_stage(pipe, ck / "temporal-multiscale", rec)
     (ck / "temporal-multiscale" / "metrics.json").write_text(json.dumps(
         {"stage": "temporal-multiscale", "clips": 64, "fvd_proxy": 17.11, "first_frame_psnr": 20.5,
-         "motion_spearman": 0.25}))
+         "consecutive_psnr": 27.7, "motion_spearman": 0.25}))
+    record = json.loads((ck / "temporal-multiscale" / "stage.json").read_text())
+    record["extra"]["base"] = "session 4: the first tiny base"  # a stage from an earlier base says so on its card
+    (ck / "temporal-multiscale" / "stage.json").write_text(json.dumps(record))
     c = AppContext.create(ck, placeholders="off")
     try:
         img = S.check_image(photo)
@@ -225,6 +228,9 @@ def test_a_repruned_model_does_not_show_its_parents_metrics(tmp_path: Path, phot
         assert own.stats["fvd_proxy"]["value"] == 17.11
         # beside the result: a tiny (here micro) model, its size and how it was trained (issue 15 gap)
         assert "micro model trained here (128x64, 14 frames" in cards.card_html(own)
+        assert "Base: session 4: the first tiny base." in own.stats["model"]["value"]
+        assert own.stats["consecutive_psnr"]["value"] == 27.7
+        assert "consecutive-frame PSNR (dB; flicker)" in [r[0] for r in cards.stats_table([own])[1]]
         # where the clip's time went, beside the UNet time (issue 16 item 3)
         card = cards.card_html(own)
         assert "wall / UNet" in card and "time split (s)" in card and "VAE decode" in card

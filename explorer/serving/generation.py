@@ -283,12 +283,13 @@ def outcome_stats(e: CatalogEntry, record: Any, result: Any, tf: dict[str, Any],
 
         stats["model"] = {"value": (f"{e.scale} model trained here ({record.width}x{record.height}, "
                                     f"{record.frames} frames; synthetic camera motion over 11 photographs): "
-                                    f"{training_summary((record.extra or {}).get('training'))}. The real SVD "
-                                    "loads with --base."),
+                                    f"{training_summary((record.extra or {}).get('training'))}. "
+                                    + (f"Base: {record.extra['base']}. " if (record.extra or {}).get("base") else "")
+                                    + "The real SVD loads with --base."),
                           "unit": "", "source": "setting (the stage folder's stage.json)"}
     metrics = read_metrics(Path(e.folder)) if evaluated and e.folder and e.kind == "trained" else None
     if metrics is not None and metrics.get("ok"):
-        for name in ("fvd_proxy", "first_frame_psnr", "motion_spearman"):
+        for name in ("fvd_proxy", "first_frame_psnr", "consecutive_psnr", "motion_spearman"):
             if metrics.get(name) is not None:
                 stats[name] = {"value": metrics[name], "unit": f"on {metrics.get('clips')} test clips",
                                "source": f"{MEASURED} (scripts/evaluate.py, metrics.json)"}
