@@ -281,11 +281,12 @@ def outcome_stats(e: CatalogEntry, record: Any, result: Any, tf: dict[str, Any],
     if e.kind == "trained" and e.scale in ("tiny", "micro") and record is not None:
         from explorer.pipeline import training_summary
 
+        extra = record.extra or {}
+        base = f"Base: {extra['base']}. " if extra.get("base") else ""
         stats["model"] = {"value": (f"{e.scale} model trained here ({record.width}x{record.height}, "
                                     f"{record.frames} frames; synthetic camera motion over 11 photographs): "
-                                    f"{training_summary((record.extra or {}).get('training'))}. "
-                                    + (f"Base: {record.extra['base']}. " if (record.extra or {}).get("base") else "")
-                                    + "The real SVD loads with --base."),
+                                    f"{training_summary(extra.get('training'))}. {base}"
+                                    "The real SVD loads with --base."),
                           "unit": "", "source": "setting (the stage folder's stage.json)"}
     metrics = read_metrics(Path(e.folder)) if evaluated and e.folder and e.kind == "trained" else None
     if metrics is not None and metrics.get("ok"):

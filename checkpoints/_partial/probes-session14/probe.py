@@ -1,4 +1,5 @@
-"""Paired probe arm: continue the step-15,000 EMA at 128x64 from the latent cache; one knob differs per arm."""
+"""Paired probe arm: continue the step-15,000 EMA at 128x64 from the latent cache; one knob differs per arm
+(session 14: `--power`, the channel loss weights; session 15: `--frame0-weight 1`)."""
 
 import argparse
 import json
@@ -13,6 +14,7 @@ from explorer.training.stage_runs import load_init
 ap = argparse.ArgumentParser()
 ap.add_argument("name")
 ap.add_argument("--power", type=float, default=0.0)
+ap.add_argument("--frame0-weight", type=float, default=8.0)
 ap.add_argument("--steps", type=int, default=600)
 ap.add_argument("--lr", type=float, default=5e-5)
 ap.add_argument("--frames", type=int, default=8)
@@ -34,7 +36,7 @@ cfg = DenoiseConfig(
     batch=8,
     lr=a.lr,
     warmup=50,
-    frame0_weight=8.0,
+    frame0_weight=a.frame0_weight,
     p_mean=a.p_mean,
     p_std=a.p_std,
     train_image_encoder=False,
