@@ -34,6 +34,7 @@ from explorer.randomness import Random, RowRandom
 from explorer.training.common import EMA, Checkpointer, JsonlLog, lr_at, start_run
 from explorer.training.denoise import Conditioning, encode_batch
 from explorer.training.distill import discriminator_accuracy, held_out_batch, teacher_sample
+from explorer.training.teacher_pairs import PairStore, fingerprints
 
 # ----------------------------------------------------------------------------------------------------------
 # Discriminator
@@ -228,6 +229,9 @@ class AdversarialConfig:
     distill_weight: float = 0.0
     distill_steps: int = 8  # the teacher's Euler steps (x2 UNet evaluations with guidance)
     distill_guidance: tuple[float, float] = (1.0, 3.0)  # the teacher's CFG ramp over frames (1, 1: none)
+    # a teacher-pair store (explorer/training/teacher_pairs.py; "" = none): the clips, their conditioning and the
+    # distillation targets are read from it instead of rendered, encoded and sampled online (5x cheaper per step)
+    pairs: str = ""
     # held-out probe: discriminator accuracy on fixed validation clips vs the generator's (0 = off)
     probe_every: int = 0
     probe_clips: int = 8
@@ -287,10 +291,11 @@ def _generator_step(
     cfg: AdversarialConfig, unet: nn.Module, disc: nn.Module, opt: torch.optim.Optimizer, accelerator: Any,
     cond: Conditioning, fake: torch.Tensor, gen: RowRandom, randn: Callable[[], torch.Tensor],
     clipped: list[nn.Parameter], extra_loss: Callable[[nn.Module], torch.Tensor] | None,
-    teacher: nn.Module,
+    teacher: nn.Module, pair: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """One update of the generator: hinge through the (just updated) discriminator on freshly noised one-step
-    clips + ``cfg.recon_weight`` x pseudo-Huber to the real clip (+ ``extra_loss``). Returns the values to log."""
+    clips + ``cfg.recon_weight`` x pseudo-Huber to the real clip (+ the distillation term onto the teacher's clip
+    from ``pair`` = (eps, target), or sampled online) (+ ``extra_loss``). Returns the values to log."""
     b, device = cond.latents.shape[0], cond.latents.device
     s_g = discriminator_sigmas(b, gen, cfg.d_p_mean, cfg.d_p_std).to(device)
     x_g = fake + s_g.view(b, 1, 1, 1, 1) * randn()
@@ -299,9 +304,12 @@ def _generator_step(
     loss = adv + cfg.recon_weight * rec
     out = {"adv": adv.detach(), "rec": rec.detach()}
     if cfg.distill_weight > 0:  # draws after the others: off, the stream is unchanged
-        eps = randn()
+        if pair is not None:
+            eps, target = pair
+        else:
+            eps = randn()
+            target = teacher_sample(teacher, cond, eps, cfg.distill_steps, *cfg.distill_guidance)
         sigma_max = torch.full((b,), edm.SIGMA_MAX, device=device)
-        target = teacher_sample(teacher, cond, eps, cfg.distill_steps, *cfg.distill_guidance)
         student = edm.denoise(unet, sigma_max.view(b, 1, 1, 1, 1) * eps, sigma_max, cond.image_latents,
                               cond.image_embeds, cond.time_ids)
         distill = pseudo_huber(student, target, cfg.huber_c)
@@ -394,7 +402,11 @@ def train_adversarial(
     unet, disc, opt_g, opt_d = accelerator.prepare(unet, disc, opt_g, opt_d)
     vae.to(device)
     image_encoder.to(device)
-    if cfg.distill_weight > 0:
+    store = PairStore(cfg.pairs, expect=fingerprints(teacher, vae, image_encoder), seed=cfg.data_seed) \
+        if cfg.pairs else None
+    if store is not None and tuple(store.manifest["settings"]["size"]) != tuple(cfg.size):
+        raise ValueError(f"teacher pairs at {cfg.pairs} are {store.manifest['settings']['size']}, not {cfg.size}")
+    if cfg.distill_weight > 0 and store is None:
         teacher.requires_grad_(False).eval().to(device)
     if cfg.probe_every and cfg.probe_every % cfg.log_every:
         raise ValueError(f"probe_every ({cfg.probe_every}) must be a multiple of log_every ({cfg.log_every})")
@@ -404,20 +416,29 @@ def train_adversarial(
     main = accelerator.is_main_process
     g_levels = generator_sigmas(cfg.g_levels, cfg.g_top)
     clips_per_step = cfg.batch * accelerator.num_processes
-    stream = data.ClipStream("train", cfg.size, seed=cfg.data_seed, start=step * clips_per_step, batch=cfg.batch,
-                             process_index=accelerator.process_index, processes=accelerator.num_processes)
-    loader = iter(torch.utils.data.DataLoader(stream, batch_size=cfg.batch, num_workers=cfg.num_workers,
-                                              persistent_workers=cfg.num_workers > 0))
+    loader = None
+    if store is None:
+        stream = data.ClipStream("train", cfg.size, seed=cfg.data_seed, start=step * clips_per_step,
+                                 batch=cfg.batch, process_index=accelerator.process_index,
+                                 processes=accelerator.num_processes)
+        loader = iter(torch.utils.data.DataLoader(stream, batch_size=cfg.batch, num_workers=cfg.num_workers,
+                                                  persistent_workers=cfg.num_workers > 0))
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress or not main, desc=out.name)
     t0, seen = time.time(), 0
     while step < cfg.steps:
         for g in opt_g.param_groups:
             g["lr"] = lr_at(step, g["base_lr"], cfg.warmup, cfg.steps, 0.5)
-        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in next(loader).items()}
-        batch["frames"] = batch["frames"][:, : cfg.frames]
         # per-row draws: N processes x batch rows draw what one process with the combined batch draws
         gen = RowRandom.for_step(cfg.seed * 7919, step, cfg.batch, accelerator.process_index)
-        cond = encode_batch(batch, vae, image_encoder, gen, cfg.aug_mean, cfg.aug_std, embed_grad=False)
+        pair = None
+        if store is not None:
+            idx = store.indices(step, cfg.batch, accelerator.process_index, accelerator.num_processes)
+            cond, *stored = store.batch(idx, device)
+            pair = (stored[0], stored[1])
+        else:
+            batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in next(loader).items()}
+            batch["frames"] = batch["frames"][:, : cfg.frames]
+            cond = encode_batch(batch, vae, image_encoder, gen, cfg.aug_mean, cfg.aug_std, embed_grad=False)
         b = cond.latents.shape[0]
 
         def randn(shape: torch.Size = cond.latents.shape, rows: RowRandom = gen) -> torch.Tensor:
@@ -429,7 +450,7 @@ def train_adversarial(
 
         d = _discriminator_step(cfg, disc, opt_d, accelerator, cond, fake.detach(), gen, randn, step)
         g = _generator_step(cfg, unet, disc, opt_g, accelerator, cond, fake, gen, randn,
-                            g_params + extra_params, extra_loss, teacher)
+                            g_params + extra_params, extra_loss, teacher, pair)
         ema.update(core(unet))
         step += 1
         seen += clips_per_step

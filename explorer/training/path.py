@@ -22,14 +22,15 @@ from explorer.training.adversarial import AdversarialConfig, finetune_one_step
 from explorer.training.denoise import DenoiseConfig
 from explorer.training.pruning import learn_gates
 from explorer.training.stage_runs import export_stage, export_svd_512, load_init, train_denoise_stage
+from explorer.training.teacher_pairs import PairsConfig, build_pairs
 from explorer.training.vae import VAETrainConfig, train_vae
 from explorer.transforms import apply_transforms
 from explorer.transforms.funnels import add_funnels, merge_funnels
 from explorer.transforms.temporal_gates import num_temporal_blocks
 
 ORDER = ("vae", "latent-cache-small", "svd-pretrain-small", "latent-cache", "svd-pretrain", "svd", "svd-512",
-         "lowres-ft", "optimized-xattn", "adversarial-1step", "temporal-multiscale", "temporal-pruning",
-         "channel-funnels", "mobilevd-hd")
+         "lowres-ft", "optimized-xattn", "teacher-pairs", "adversarial-1step", "temporal-multiscale",
+         "temporal-pruning", "channel-funnels", "mobilevd-hd")
 
 
 @dataclass
@@ -101,6 +102,12 @@ class Plan:
     one_step_dtype: str = "float16"  # storage dtype of the one-step stages' UNets (loaded as float32)
     denoise_lr: float = 3e-4
     adv_lr_g: float = 2e-5
+    # distillation onto the teacher's samples (a deviation from the paper, docs/training.md; 0 = SF-V's pure
+    # recipe): pairs computed once by the `teacher-pairs` step at 128x64 (8 guided Euler steps of optimized-xattn)
+    teacher_pairs: int = 1024
+    adv_distill_weight: float = 0.0
+    adv_probe_every: int = 0  # held-out discriminator accuracy every n steps (0: off)
+    adv_d_p_mean: float = -1.0  # the discriminator's noise level, ln sigma ~ N(mean, 1) (SF-V: -1)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -111,7 +118,7 @@ class Plan:
                    pretrain_small_steps=1, pretrain_small_size=(32, 16), pretrain_small_batch=1, pretrain_steps=2,
                    pretrain_size=(32, 16), pretrain_batch=1, svd_steps=1, svd_batch=1, lowres_steps=1,
                    lowres_batch=1, adv_steps=2, adv_batch=1, multiscale_steps=1, gates_steps=2, prune_ft_steps=1,
-                   funnel_steps=1, hd_steps=1, hd_batch=1, num_workers=0, ckpt_every=1)
+                   funnel_steps=1, hd_steps=1, hd_batch=1, num_workers=0, ckpt_every=1, teacher_pairs=2)
 
 
 def _done(folder: Path) -> bool:
@@ -174,10 +181,24 @@ class PathBuilder:
     def _adv_cfg(self, name: str, steps: int, size: tuple[int, int] | None = None, batch: int | None = None,
                  **kw: Any) -> AdversarialConfig:
         p = self.plan
-        return AdversarialConfig(out=str(self.runs / name), size=size or p.lowres, steps=steps,
+        size = size or p.lowres
+        # the pairs are at the low resolution: a stage at another size (mobilevd-hd) trains without distillation
+        pairs = str(self._pairs_dir()) if p.adv_distill_weight > 0 and tuple(size) == tuple(p.lowres) else ""
+        log_every = 1 if steps < 20 else 10
+        probe = p.adv_probe_every if p.adv_probe_every and p.adv_probe_every % log_every == 0 else 0
+        return AdversarialConfig(out=str(self.runs / name), size=size, steps=steps,
                                  batch=batch or p.adv_batch, lr_g=p.adv_lr_g, warmup=min(50, max(1, steps // 10)),
                                  ckpt_every=p.ckpt_every, num_workers=p.num_workers, threads=p.threads,
-                                 log_every=1 if steps < 20 else 10, **kw)
+                                 log_every=log_every, distill_weight=p.adv_distill_weight if pairs else 0.0,
+                                 pairs=pairs, probe_every=probe, d_p_mean=p.adv_d_p_mean, **kw)
+
+    def _pairs_dir(self) -> Path:
+        return self.runs / f"teacher-pairs-{self.plan.lowres[0]}x{self.plan.lowres[1]}"
+
+    def _pairs_config(self) -> PairsConfig:
+        p = self.plan
+        return PairsConfig(out=str(self._pairs_dir()), size=p.lowres, pairs=p.teacher_pairs,
+                           shard=min(32, p.teacher_pairs), chunk=min(8, p.teacher_pairs), threads=p.threads)
 
     def _size_for(self, slug: str) -> tuple[int, int]:
         stage = registry.get_stage(slug)
@@ -202,6 +223,8 @@ class PathBuilder:
 
     def _adversarial(self, slug: str, unet: torch.nn.Module, pipe: Any, cfg: AdversarialConfig,
                      **kw: Any) -> dict[str, Any]:
+        if cfg.pairs and not self.finished("teacher-pairs"):  # a partial store would silently shrink the data
+            raise RuntimeError(f"{slug} distils from {cfg.pairs}, which is not complete: run the teacher-pairs step")
         return finetune_one_step(cfg, unet, self._teacher(), pipe.vae, pipe.image_encoder, progress=self.progress,
                                  **kw)
 
@@ -356,6 +379,14 @@ class PathBuilder:
                                 "last": self._last_log(res["log"])}}
         return {"folder": str(self._export("channel-funnels", unet, pipe, list(record.transforms) + [t], summary))}
 
+    def teacher_pairs(self) -> dict[str, Any]:
+        """The teacher's samples for distillation, computed once (only when the plan distils)."""
+        if self.plan.adv_distill_weight <= 0:
+            return {"skipped": True, "note": "Plan.adv_distill_weight is 0: the pure adversarial recipe"}
+        pipe, _ = load_stage(self.ckpt / "optimized-xattn")
+        manifest = build_pairs(self._pairs_config(), pipe.unet, pipe.vae, pipe.image_encoder, progress=self.progress)
+        return {"pairs": str(self._pairs_dir()), "shards": manifest["shards"], "seconds": manifest["seconds"]}
+
     def mobilevd_hd(self) -> dict[str, Any]:
         p = self.plan
         pipe, record = self._parent("mobilevd-hd")
@@ -375,6 +406,10 @@ class PathBuilder:
             return self._cache_done(self.plan.pretrain_small_size, self.plan.cache_small_clips)
         if step == "latent-cache":
             return self._cache_done(self.plan.pretrain_size, self.plan.cache_clips)
+        if step == "teacher-pairs":
+            path = self._pairs_dir() / "manifest.json"
+            return self.plan.adv_distill_weight <= 0 or (path.is_file() and json.loads(path.read_text())["shards"]
+                                                         * min(32, self.plan.teacher_pairs) >= self.plan.teacher_pairs)
         if step in ("svd-pretrain-small", "svd-pretrain"):
             return (self.runs / step / "config.json").exists() or (not explicit and _done(self.ckpt / "svd"))
         return _done(self.ckpt / step)

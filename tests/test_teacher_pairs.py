@@ -1,0 +1,107 @@
+"""The teacher-pair store for one-step distillation: what is stored is what the teacher made from the stored
+noise, building resumes shard by shard with the same result, other weights are refused, draws are pure
+functions of the step, and the adversarial loop trains from the store."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from explorer.components import build_image_encoder, build_vae
+from explorer.models import build_unet
+from explorer.training.teacher_pairs import PairsConfig, PairStore, TeacherPairsError, build_pairs, fingerprints
+
+
+@pytest.fixture(scope="module")
+def micro() -> tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module]:
+    return build_unet("micro", seed=1).eval(), build_vae("micro"), build_image_encoder("micro")
+
+
+def _cfg(out: Path, pairs: int) -> PairsConfig:
+    return PairsConfig(out=str(out), size=(32, 16), pairs=pairs, shard=2, chunk=2, teacher_steps=2, threads=0)
+
+
+def test_store_holds_the_teachers_samples_and_resumes_identically(tmp_path: Path, micro: tuple) -> None:
+    from explorer.training.distill import teacher_sample
+
+    teacher, vae, enc = micro
+    one_go = build_pairs(_cfg(tmp_path / "a", 4), teacher, vae, enc, progress=False)
+    build_pairs(_cfg(tmp_path / "b", 2), teacher, vae, enc, progress=False)
+    resumed = build_pairs(_cfg(tmp_path / "b", 4), teacher, vae, enc, progress=False)  # adds shard 1 only
+    assert one_go["shards"] == resumed["shards"] == 2
+    a = PairStore(tmp_path / "a", expect=fingerprints(teacher, vae, enc))
+    b = PairStore(tmp_path / "b")
+    assert len(a) == 4
+    for key, v in a.tensors.items():
+        assert torch.equal(v, b.tensors[key]), key
+    cond, eps, target = a.batch(torch.tensor([0, 3]))
+    assert eps.shape == cond.latents.shape == target.shape and cond.latents.shape[1] == 14
+    again = teacher_sample(teacher, cond, eps, 2, 1.0, 3.0)  # the teacher ran on exactly the stored noise
+    assert torch.allclose(again, target, rtol=2e-3, atol=2e-3)  # only the target's float16 rounding
+
+
+def test_other_weights_and_bad_stores_are_refused(tmp_path: Path, micro: tuple) -> None:
+    teacher, vae, enc = micro
+    build_pairs(_cfg(tmp_path / "s", 2), teacher, vae, enc, progress=False)
+    other = build_unet("micro", seed=5)
+    with pytest.raises(TeacherPairsError, match="other weights"):
+        build_pairs(_cfg(tmp_path / "s", 4), other, vae, enc, progress=False)
+    with pytest.raises(TeacherPairsError, match="another teacher"):
+        PairStore(tmp_path / "s", expect=fingerprints(other, vae, enc))
+    with pytest.raises(TeacherPairsError, match="no teacher pairs"):
+        PairStore(tmp_path / "missing")
+    with pytest.raises(ValueError, match="multiple"):
+        build_pairs(replace(_cfg(tmp_path / "t", 3)), teacher, vae, enc, progress=False)
+
+
+def test_draws_are_epoch_permutations_and_data_parallel_slices(tmp_path: Path, micro: tuple) -> None:
+    teacher, vae, enc = micro
+    build_pairs(_cfg(tmp_path / "s", 4), teacher, vae, enc, progress=False)
+    store = PairStore(tmp_path / "s", seed=3)
+    epoch = torch.cat([store.indices(step, 2) for step in range(2)])
+    assert sorted(epoch.tolist()) == [0, 1, 2, 3]  # every pair once per epoch
+    assert torch.equal(store.indices(1, 2), store.indices(1, 2))  # a pure function of the step (resumes)
+    combined = store.indices(1, 2)
+    assert torch.equal(torch.cat([store.indices(1, 1, 0, 2), store.indices(1, 1, 1, 2)]), combined)
+
+
+def test_adversarial_loop_distils_from_the_store(tmp_path: Path, micro: tuple) -> None:
+    from explorer.training.adversarial import AdversarialConfig, train_adversarial
+
+    teacher, vae, enc = micro
+    build_pairs(_cfg(tmp_path / "pairs", 4), teacher, vae, enc, progress=False)
+    unet = build_unet("micro", seed=0)
+    before = {k: v.clone() for k, v in unet.state_dict().items()}
+    cfg = AdversarialConfig(out=str(tmp_path / "adv"), size=(32, 16), steps=2, batch=2, num_workers=0, ckpt_every=2,
+                            log_every=1, r1_every=1, warmup=1, distill_weight=1.0, pairs=str(tmp_path / "pairs"))
+    train_adversarial(cfg, unet, teacher, vae, enc, progress=False)
+    rows = [json.loads(x) for x in (tmp_path / "adv" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2] and all(r["distill"] > 0 for r in rows)
+    assert any(not torch.equal(before[k], v) for k, v in unet.state_dict().items())
+    with pytest.raises(ValueError, match="not"):  # pairs at another size than the stage trains at
+        train_adversarial(replace(cfg, out=str(tmp_path / "adv2"), size=(64, 32)), build_unet("micro", seed=0),
+                          teacher, vae, enc, progress=False)
+    with pytest.raises(TeacherPairsError, match="another teacher"):
+        train_adversarial(replace(cfg, out=str(tmp_path / "adv3")), build_unet("micro", seed=0),
+                          build_unet("micro", seed=7), vae, enc, progress=False)
+
+
+def test_plan_distils_only_at_the_pairs_size(tmp_path: Path) -> None:
+    from explorer.training.path import PathBuilder, Plan
+
+    pure = PathBuilder(Plan(), tmp_path / "ck", tmp_path / "runs", progress=False)
+    cfg = pure._adv_cfg("adversarial-1step", 400)
+    assert cfg.pairs == "" and cfg.distill_weight == 0 and cfg.d_p_mean == -1.0  # SF-V's recipe by default
+    assert pure.finished("teacher-pairs")  # nothing to build when the plan does not distil
+    plan = replace(Plan(), adv_distill_weight=1.0, adv_probe_every=50, adv_d_p_mean=-3.0)
+    builder = PathBuilder(plan, tmp_path / "ck", tmp_path / "runs", progress=False)
+    cfg = builder._adv_cfg("adversarial-1step", 400)
+    assert cfg.pairs == str(tmp_path / "runs" / "teacher-pairs-128x64") and cfg.distill_weight == 1.0
+    assert cfg.probe_every == 50 and cfg.d_p_mean == -3.0
+    hd = builder._adv_cfg("mobilevd-hd", 150, size=plan.base, batch=2)
+    assert hd.pairs == "" and hd.distill_weight == 0  # the pairs are 128x64; the hd stage trains without them
+    assert not builder.finished("teacher-pairs")
