@@ -29,3 +29,24 @@ def test_every_tracked_file_fits_a_space_push() -> None:
 def test_shipped_checkpoints_stay_within_budget() -> None:
     total = sum(p.stat().st_size for p in _tracked_files() if p.relative_to(ROOT).parts[0] == "checkpoints")
     assert 0 < total <= CHECKPOINTS_BUDGET, f"checkpoints/ holds {total / 2**20:.1f} MB"
+
+
+def test_readme_quality_table_matches_the_shipped_metrics() -> None:
+    """The README's per-stage table repeats each stage folder's metrics.json (one value per quantity everywhere):
+    FVD-proxy, first-frame PSNR, consecutive-frame PSNR and motion Spearman, to the table's two decimals."""
+    import json
+    import re
+
+    rows = [line for line in (ROOT / "README.md").read_text().splitlines() if re.match(r"\| `[a-z0-9-]+`", line)]
+    checked = 0
+    for line in rows:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) != 10:  # the quality table: stage, NFE, size, tiny, full, FVD-proxy, f0, consecutive, rho, base
+            continue
+        slug = re.match(r"`([a-z0-9-]+)`", cells[0]).group(1)
+        metrics = json.loads((ROOT / "checkpoints" / slug / "metrics.json").read_text())
+        for cell, key in zip(cells[5:9], ("fvd_proxy", "first_frame_psnr", "consecutive_psnr", "motion_spearman"),
+                             strict=True):
+            assert abs(float(cell) - metrics[key]) <= 0.0051, (slug, key, cell, metrics[key])
+        checked += 1
+    assert checked == 9

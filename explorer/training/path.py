@@ -125,6 +125,14 @@ def _done(folder: Path) -> bool:
     return (folder / "stage.json").is_file()
 
 
+def _objective(text: str, cfg: AdversarialConfig) -> str:
+    """A one-step stage's objective as its stage.json records it (the distillation term is a deviation)."""
+    if cfg.distill_weight <= 0:
+        return text
+    return (f"{text} + {cfg.distill_weight:g} x distillation onto the teacher's {cfg.distill_steps}-step samples "
+            "(a deviation from the paper, docs/training.md)")
+
+
 def _progress_note(slug: str, status: str, seconds: float | None = None) -> str:
     return f"[build_path] {slug}: {status}" + (f" ({seconds:.0f} s)" if seconds is not None else "")
 
@@ -331,7 +339,7 @@ class PathBuilder:
         pipe, record = self._parent("adversarial-1step")
         cfg = self._adv_cfg("adversarial-1step", self.plan.adv_steps)
         res = self._adversarial("adversarial-1step", pipe.unet, pipe, cfg)
-        summary = {"training": {"objective": "adversarial (SF-V)", "config": asdict(cfg),
+        summary = {"training": {"objective": _objective("adversarial (SF-V)", cfg), "config": asdict(cfg),
                                 "last": self._last_log(res["log"])}}
         return {"folder": str(self._export("adversarial-1step", pipe.unet, pipe, list(record.transforms), summary))}
 
@@ -341,7 +349,7 @@ class PathBuilder:
         unet = apply_transforms(pipe.unet, [t])
         cfg = self._adv_cfg("temporal-multiscale", self.plan.multiscale_steps)
         res = self._adversarial("temporal-multiscale", unet, pipe, cfg)
-        summary = {"training": {"objective": "adversarial (SF-V)", "config": asdict(cfg),
+        summary = {"training": {"objective": _objective("adversarial (SF-V)", cfg), "config": asdict(cfg),
                                 "last": self._last_log(res["log"])}}
         return {"folder": str(self._export("temporal-multiscale", unet, pipe, list(record.transforms) + [t],
                                            summary))}
@@ -375,7 +383,8 @@ class PathBuilder:
         res = self._adversarial("channel-funnels", unet, pipe, cfg)
         merge_funnels(unet)
         t = registry.Transform("channel_funnels", {"fun_factor": p.fun_factor, "init": "csi", "merged": True})
-        summary = {"training": {"objective": "adversarial with separate funnels, then merged", "config": asdict(cfg),
+        summary = {"training": {"objective": _objective("adversarial with separate funnels, then merged", cfg),
+                                "config": asdict(cfg),
                                 "last": self._last_log(res["log"])}}
         return {"folder": str(self._export("channel-funnels", unet, pipe, list(record.transforms) + [t], summary))}
 
@@ -392,7 +401,8 @@ class PathBuilder:
         pipe, record = self._parent("mobilevd-hd")
         cfg = self._adv_cfg("mobilevd-hd", p.hd_steps, size=p.base, batch=p.hd_batch)
         res = self._adversarial("mobilevd-hd", pipe.unet, pipe, cfg)
-        summary = {"training": {"objective": "adversarial at the base resolution", "config": asdict(cfg),
+        summary = {"training": {"objective": _objective("adversarial at the base resolution", cfg),
+                                "config": asdict(cfg),
                                 "last": self._last_log(res["log"])}}
         return {"folder": str(self._export("mobilevd-hd", pipe.unet, pipe, list(record.transforms), summary))}
 
