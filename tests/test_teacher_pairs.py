@@ -93,11 +93,12 @@ def test_adversarial_loop_distils_from_the_store(tmp_path: Path, micro: tuple) -
 def test_plan_distils_only_at_the_pairs_size(tmp_path: Path) -> None:
     from explorer.training.path import PathBuilder, Plan
 
-    pure = PathBuilder(Plan(), tmp_path / "ck", tmp_path / "runs", progress=False)
+    pure = PathBuilder(replace(Plan(), adv_distill_weight=0.0), tmp_path / "ck", tmp_path / "runs", progress=False)
     cfg = pure._adv_cfg("adversarial-1step", 400)
-    assert cfg.pairs == "" and cfg.distill_weight == 0 and cfg.d_p_mean == -1.0  # SF-V's recipe by default
+    assert cfg.pairs == "" and cfg.distill_weight == 0 and cfg.d_p_mean == -1.0  # SF-V's pure recipe
     assert pure.finished("teacher-pairs")  # nothing to build when the plan does not distil
-    plan = replace(Plan(), adv_distill_weight=1.0, adv_probe_every=50, adv_d_p_mean=-3.0)
+    assert Plan().adv_distill_weight == 1.0 and Plan().adv_lr_g == 5e-5  # the shipped stages' recipe (session 16)
+    plan = replace(Plan(), adv_probe_every=50, adv_d_p_mean=-3.0)
     builder = PathBuilder(plan, tmp_path / "ck", tmp_path / "runs", progress=False)
     cfg = builder._adv_cfg("adversarial-1step", 400)
     assert cfg.pairs == str(tmp_path / "runs" / "teacher-pairs-128x64") and cfg.distill_weight == 1.0

@@ -101,12 +101,12 @@ class Plan:
     ckpt_every: int = 100
     one_step_dtype: str = "float16"  # storage dtype of the one-step stages' UNets (loaded as float32)
     denoise_lr: float = 3e-4
-    adv_lr_g: float = 2e-5
-    # distillation onto the teacher's samples (a deviation from the paper, docs/training.md; 0 = SF-V's pure
-    # recipe): pairs computed once by the `teacher-pairs` step at 128x64 (8 guided Euler steps of optimized-xattn)
+    adv_lr_g: float = 5e-5  # session 4's and session 16's one-step runs
+    # distillation onto the teacher's samples (a deviation from the paper, docs/training.md, session 16; 0 = SF-V's
+    # pure recipe): pairs computed once by the `teacher-pairs` step at 128x64 (8 guided Euler steps of optimized-xattn)
     teacher_pairs: int = 1024
-    adv_distill_weight: float = 0.0
-    adv_probe_every: int = 0  # held-out discriminator accuracy every n steps (0: off)
+    adv_distill_weight: float = 1.0
+    adv_probe_every: int = 50  # held-out discriminator accuracy every n steps (0: off)
     adv_d_p_mean: float = -1.0  # the discriminator's noise level, ln sigma ~ N(mean, 1) (SF-V: -1)
     extra: dict[str, Any] = field(default_factory=dict)
 
