@@ -433,8 +433,8 @@ def train_adversarial(
         pair = None
         if store is not None:
             idx = store.indices(step, cfg.batch, accelerator.process_index, accelerator.num_processes)
-            cond, *stored = store.batch(idx, device)
-            pair = (stored[0], stored[1])
+            cond, eps, target = store.batch(idx, device)
+            pair = (eps, target)
         else:
             batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in next(loader).items()}
             batch["frames"] = batch["frames"][:, : cfg.frames]

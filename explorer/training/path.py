@@ -417,9 +417,9 @@ class PathBuilder:
         if step == "latent-cache":
             return self._cache_done(self.plan.pretrain_size, self.plan.cache_clips)
         if step == "teacher-pairs":
-            path = self._pairs_dir() / "manifest.json"
-            return self.plan.adv_distill_weight <= 0 or (path.is_file() and json.loads(path.read_text())["shards"]
-                                                         * min(32, self.plan.teacher_pairs) >= self.plan.teacher_pairs)
+            cfg, path = self._pairs_config(), self._pairs_dir() / "manifest.json"
+            return self.plan.adv_distill_weight <= 0 or (
+                path.is_file() and json.loads(path.read_text())["shards"] * cfg.shard >= cfg.pairs)
         if step in ("svd-pretrain-small", "svd-pretrain"):
             return (self.runs / step / "config.json").exists() or (not explicit and _done(self.ckpt / "svd"))
         return _done(self.ckpt / step)

@@ -50,7 +50,7 @@ class PairsConfig:
     out: str = "runs/teacher-pairs-128x64"
     size: tuple[int, int] = data.LOWRES
     frames: int = data.NUM_FRAMES
-    pairs: int = 2048
+    pairs: int = 1024
     shard: int = 32
     teacher_steps: int = 8  # guided Euler steps (docs/training.md: 8 steps sample as well as 50 at this scale)
     guidance: tuple[float, float] = (1.0, 3.0)  # SVD's ramp over frames
@@ -126,8 +126,8 @@ def build_pairs(cfg: PairsConfig, teacher: torch.nn.Module, vae: torch.nn.Module
 
 
 class PairStore:
-    """The built shards of a store, in memory (float16; 2,048 pairs at 128x64 are 1.4 GB), drawn in a seeded
-    permutation per epoch. ``batch(step, size)`` is a pure function of the step, so a resumed run draws what an
+    """The built shards of a store, in memory (float16; 1,024 pairs at 128x64 are 720 MB), drawn in a seeded
+    permutation per epoch. ``indices(step, batch)`` is a pure function of the step, so a resumed run draws what an
     uninterrupted one would; data-parallel processes take consecutive slices of each global batch."""
 
     def __init__(self, root: str | Path, expect: dict[str, str] | None = None, seed: int = 0) -> None:
