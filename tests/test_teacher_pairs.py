@@ -77,10 +77,11 @@ def test_adversarial_loop_distils_from_the_store(tmp_path: Path, micro: tuple) -
     unet = build_unet("micro", seed=0)
     before = {k: v.clone() for k, v in unet.state_dict().items()}
     cfg = AdversarialConfig(out=str(tmp_path / "adv"), size=(32, 16), steps=2, batch=2, num_workers=0, ckpt_every=2,
-                            log_every=1, r1_every=1, warmup=1, distill_weight=1.0, pairs=str(tmp_path / "pairs"))
+                            log_every=1, r1_every=1, warmup=1, distill_weight=1.0, pairs=str(tmp_path / "pairs"),
+                            distill_motion_weight=1.0)
     train_adversarial(cfg, unet, teacher, vae, enc, progress=False)
     rows = [json.loads(x) for x in (tmp_path / "adv" / "log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [1, 2] and all(r["distill"] > 0 for r in rows)
+    assert [r["step"] for r in rows] == [1, 2] and all(r["distill"] > 0 and r["distill_motion"] > 0 for r in rows)
     assert any(not torch.equal(before[k], v) for k, v in unet.state_dict().items())
     with pytest.raises(ValueError, match="not"):  # pairs at another size than the stage trains at
         train_adversarial(replace(cfg, out=str(tmp_path / "adv2"), size=(64, 32)), build_unet("micro", seed=0),
@@ -88,6 +89,16 @@ def test_adversarial_loop_distils_from_the_store(tmp_path: Path, micro: tuple) -
     with pytest.raises(TeacherPairsError, match="another teacher"):
         train_adversarial(replace(cfg, out=str(tmp_path / "adv3")), build_unet("micro", seed=0),
                           build_unet("micro", seed=7), vae, enc, progress=False)
+
+
+def test_motion_distance_sees_only_what_changes_between_frames() -> None:
+    from explorer.training.adversarial import motion_distance, pseudo_huber
+
+    target = torch.randn(2, 6, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    shifted = target + torch.randn(2, 1, 3, 4, 4, generator=torch.Generator().manual_seed(1))  # same motion
+    static = target[:, :1].expand_as(target)  # frame 0 right, the motion averaged away
+    assert motion_distance(shifted, target) < 1e-6 < pseudo_huber(shifted, target).item()
+    assert motion_distance(static, target) > pseudo_huber(static, target)  # the static clip pays more here
 
 
 def test_plan_distils_only_at_the_pairs_size(tmp_path: Path) -> None:
@@ -102,7 +113,11 @@ def test_plan_distils_only_at_the_pairs_size(tmp_path: Path) -> None:
     builder = PathBuilder(plan, tmp_path / "ck", tmp_path / "runs", progress=False)
     cfg = builder._adv_cfg("adversarial-1step", 400)
     assert cfg.pairs == str(tmp_path / "runs" / "teacher-pairs-128x64") and cfg.distill_weight == 1.0
-    assert cfg.probe_every == 50 and cfg.d_p_mean == -3.0
+    assert cfg.probe_every == 50 and cfg.d_p_mean == -3.0 and cfg.distill_motion_weight == 0
+    motion = PathBuilder(replace(plan, adv_distill_motion_weight=1.0), tmp_path / "ck", tmp_path / "runs",
+                         progress=False)
+    assert motion._adv_cfg("adversarial-1step", 400).distill_motion_weight == 1.0
+    assert motion._adv_cfg("mobilevd-hd", 150, size=plan.base).distill_motion_weight == 0  # no pairs there
     hd = builder._adv_cfg("mobilevd-hd", 150, size=plan.base, batch=2)
     assert hd.pairs == "" and hd.distill_weight == 0  # the pairs are 128x64; the hd stage trains without them
     assert not builder.finished("teacher-pairs")

@@ -181,6 +181,12 @@ def pseudo_huber(a: torch.Tensor, b: torch.Tensor, c: float = 0.03) -> torch.Ten
     return (torch.sqrt(mse + c * c) - c).mean()
 
 
+def motion_distance(a: torch.Tensor, b: torch.Tensor, c: float = 0.03) -> torch.Tensor:
+    """Pseudo-Huber between two clips' frame-to-frame differences (b, f, ...): blind to what the frames share,
+    so a student that averages the teacher's motion away pays for it in full."""
+    return pseudo_huber(a.diff(dim=1), b.diff(dim=1), c)
+
+
 def hinge_d(real: list[torch.Tensor], fake: list[torch.Tensor]) -> torch.Tensor:
     return sum(F.relu(1 - r).mean() + F.relu(1 + f).mean() for r, f in zip(real, fake, strict=True)) / len(real)
 
@@ -229,6 +235,9 @@ class AdversarialConfig:
     distill_weight: float = 0.0
     distill_steps: int = 8  # the teacher's Euler steps (x2 UNet evaluations with guidance)
     distill_guidance: tuple[float, float] = (1.0, 3.0)  # the teacher's CFG ramp over frames (1, 1: none)
+    # + this x pseudo-Huber between the student's and the teacher's frame-to-frame differences: motion is a small
+    # part of a clip's error, so the whole-clip term lets the student average it away (0: off)
+    distill_motion_weight: float = 0.0
     # a teacher-pair store (explorer/training/teacher_pairs.py; "" = none): the clips, their conditioning and the
     # distillation targets are read from it instead of rendered, encoded and sampled online (5x cheaper per step)
     pairs: str = ""
@@ -315,6 +324,10 @@ def _generator_step(
         distill = pseudo_huber(student, target, cfg.huber_c)
         loss = loss + cfg.distill_weight * distill
         out["distill"] = distill.detach()
+        if cfg.distill_motion_weight > 0:
+            motion = motion_distance(student, target, cfg.huber_c)
+            loss = loss + cfg.distill_motion_weight * motion
+            out["distill_motion"] = motion.detach()
     if extra_loss is not None:
         loss = loss + extra_loss(accelerator.unwrap_model(unet))
     opt.zero_grad(set_to_none=True)
@@ -481,6 +494,7 @@ __all__ = [
     "generator_sigmas",
     "hinge_d",
     "hinge_g",
+    "motion_distance",
     "one_step",
     "pseudo_huber",
     "train_adversarial",

@@ -106,6 +106,7 @@ class Plan:
     # pure recipe): pairs computed once by the `teacher-pairs` step at 128x64 (8 guided Euler steps of optimized-xattn)
     teacher_pairs: int = 1024
     adv_distill_weight: float = 1.0
+    adv_distill_motion_weight: float = 0.0  # + frame-difference distillation (AdversarialConfig.distill_motion_weight)
     adv_probe_every: int = 50  # held-out discriminator accuracy every n steps (0: off)
     adv_d_p_mean: float = -1.0  # the discriminator's noise level, ln sigma ~ N(mean, 1) (SF-V: -1)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -198,6 +199,7 @@ class PathBuilder:
                                  batch=batch or p.adv_batch, lr_g=p.adv_lr_g, warmup=min(50, max(1, steps // 10)),
                                  ckpt_every=p.ckpt_every, num_workers=p.num_workers, threads=p.threads,
                                  log_every=log_every, distill_weight=p.adv_distill_weight if pairs else 0.0,
+                                 distill_motion_weight=p.adv_distill_motion_weight if pairs else 0.0,
                                  pairs=pairs, probe_every=probe, d_p_mean=p.adv_d_p_mean, **kw)
 
     def _pairs_dir(self) -> Path:
