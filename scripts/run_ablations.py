@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=b.batch)
     p.add_argument("--lr", type=float, default=b.lr_g, help="generator learning rate")
     p.add_argument("--clips", type=int, default=b.clips, help="test clips scored per row")
+    p.add_argument("--distill-weight", type=float, default=b.distill_weight,
+                   help="distillation onto the stored teacher pairs (the shipped recipe); 0: SF-V's pure adversarial")
+    p.add_argument("--pairs", default="", help="teacher-pair store (default: <runs>/teacher-pairs-<W>x<H>)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--force", action="store_true", help="re-run rows whose record exists")
     p.add_argument("--quick", action="store_true", help="micro budget (1 step, 2 clips): a smoke test")
@@ -102,10 +105,14 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     budget = quick_budget() if args.quick else AblationBudget(
         steps=args.steps, gate_steps=args.gate_steps, batch=args.batch, lr_g=args.lr, clips=args.clips,
-        threads=args.threads)
+        threads=args.threads, distill_weight=args.distill_weight, pairs=args.pairs)
     command = "python scripts/run_ablations.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     runner = AblationRunner(ckpt, args.runs, budget, progress=not args.no_progress, command=command.strip())
-    records = runner.run(rows, force=args.force)
+    try:
+        records = runner.run(rows, force=args.force)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"{'key':42s} {'FVD-proxy':>9s} {'PSNR':>6s} {'rho':>6s} {'TFLOPs':>7s}")
     for r in records:
         tfl = "-" if r.get("tflops") is None else f"{r['tflops']:.2f}"

@@ -127,7 +127,7 @@ def test_bench_generate_reports_ratios_measured_together(quick_path: Path, tmp_p
 
 
 @pytest.mark.slow
-def test_ablation_rows_of_every_method_train_score_and_are_read_by_the_app(quick_path: Path) -> None:
+def test_ablation_rows_of_every_method_train_score_and_are_read_by_the_app(quick_path: Path, tmp_path: Path) -> None:
     from explorer.records import read_ablations
     from explorer.training.ablations import ABLATIONS, AblationRunner, quick_budget
 
@@ -146,6 +146,14 @@ def test_ablation_rows_of_every_method_train_score_and_are_read_by_the_app(quick
     assert set(by_key) == set(keys)
     for r in records:
         assert np.isfinite(r["fvd_proxy"]) and np.isfinite(r["first_frame_psnr"]) and r["nfe"] == 1, r["key"]
+        assert r["spread"]["fvd_proxy"][0] <= r["spread"]["fvd_proxy"][1], r["key"]  # every row has its spread
+    # trained with the shipped recipe: distillation onto build_path's stored teacher pairs
+    cfg = by_key["t3-temporal-only"]["train"]["config"]
+    assert cfg["distill_weight"] == 1.0 and cfg["pairs"] == str(quick_path / "runs" / "teacher-pairs-32x16")
+    elsewhere = AblationRunner(quick_path / "ckpt", tmp_path, quick_budget(), progress=False)
+    elsewhere._size = (32, 16)
+    with pytest.raises(FileNotFoundError, match="--only teacher-pairs"):  # no store there: a clear error
+        elsewhere._cfg("t3-temporal-only", 1)
     # the architecture change is real: multiscaling and pruning cost less than the parent, at full scale too
     parent = AblationRunner._full_tflops([], None)
     assert by_key["t3-temporal-only"]["tflops"] < 0.8 * parent

@@ -2,14 +2,16 @@
 
 Every run starts from the trained `adversarial-1step` stage (the paper ablates on its one-step 512x256 model),
 applies one variant (a multiscaling setting, a funnel setting, a width-reduction method, a pruning method),
-finetunes it with the same one-step adversarial objective for the same number of steps, and is scored at one NFE
-on the same test clips and seeds (explorer.evaluation). Each result is a JSON record under
-``<checkpoints>/ablations/`` that the app shows beside the paper's rows (format in docs/app.md). Two rows of
-Table 5 are the same runs as rows of Tables 3 and 4 (the paper's baseline and its funnels row) and are recorded
-as such, not trained twice. ``onestep`` rows are sampling-only: what one step gives without the adversarial stage.
+finetunes it with the same one-step objective as the shipped stages (adversarial + distillation onto the stored
+teacher pairs; ``AblationBudget.distill_weight = 0`` is SF-V's pure recipe) for the same number of steps, and is
+scored at one NFE on the same test clips and seeds (explorer.evaluation), with 95% bootstrap intervals. Each
+result is a JSON record under ``<checkpoints>/ablations/`` that the app shows beside the paper's rows (format in
+docs/app.md). Two rows of Table 5 are the same runs as rows of Tables 3 and 4 (the paper's baseline and its funnels
+row) and are recorded as such, not trained twice. ``onestep`` rows are sampling-only: what one step gives without
+the adversarial stage.
 
-Budgets are small (default 40 steps of batch 4 per run): differences smaller than the spread between seeds are
-not findings; docs/ablations.md gives the measured table and which of the paper's findings it reproduces.
+Budgets are small (default 40 steps of batch 4 per run): differences inside the rows' intervals are not findings;
+docs/ablations.md gives the measured table and which of the paper's findings it reproduces.
 """
 
 from __future__ import annotations
@@ -102,12 +104,16 @@ class AblationBudget:
     gate_steps: int = 40  # gates/L1 rows: this many steps learning which blocks to keep, then ``steps`` finetune
     lr_g: float = 5e-5
     lr_extra: float = 5e-2  # gate importances / blend logits
-    clips: int = 32
+    clips: int = 64  # the bootstrap spread of every row narrows with it; one-step scoring costs ~0.5 s a clip
     seed: int = 0
     data_seed: int = 0
     threads: int = 0
     ckpt_every: int = 20
     num_workers: int = 1
+    # the shipped one-step recipe (docs/training.md, session 16): + this x distillation onto the teacher's stored
+    # 8-step samples (build_path's `teacher-pairs` step); 0 = SF-V's pure adversarial finetune
+    distill_weight: float = 1.0
+    pairs: str = ""  # the teacher-pair store ("" = <runs>/teacher-pairs-<W>x<H>, where build_path writes it)
 
 
 def select(tables: Sequence[str] | None = None, keys: Sequence[str] | None = None) -> list[Ablation]:
@@ -162,12 +168,25 @@ class AblationRunner:
             self._teacher = load_stage(self.ckpt / TEACHER)[0].unet
         return self._teacher
 
+    def pairs_dir(self) -> Path:
+        w, h = self._size
+        return Path(self.budget.pairs) if self.budget.pairs else self.runs.parent / f"teacher-pairs-{w}x{h}"
+
     def _cfg(self, key: str, steps: int, **kw: Any) -> AdversarialConfig:
         b = self.budget
+        pairs = ""
+        if b.distill_weight > 0:
+            pairs = str(self.pairs_dir())
+            if not (Path(pairs) / "manifest.json").is_file():
+                raise FileNotFoundError(
+                    f"the ablations distil onto stored teacher pairs and {pairs} holds none: build them with "
+                    "`python scripts/build_path.py --only teacher-pairs` (same --runs), or pass --distill-weight 0 "
+                    "for SF-V's pure adversarial recipe")
         return AdversarialConfig(out=str(self.runs / key), size=self._size, steps=steps, batch=b.batch, lr_g=b.lr_g,
                                  lr_extra=b.lr_extra, warmup=min(20, max(1, steps // 10)), ckpt_every=b.ckpt_every,
                                  num_workers=b.num_workers, threads=b.threads, seed=b.seed,
-                                 log_every=1 if steps < 20 else 10, **kw)
+                                 log_every=1 if steps < 20 else 10, distill_weight=b.distill_weight, pairs=pairs,
+                                 **kw)
 
     def _train(self, key: str, unet: torch.nn.Module, pipe: Any, steps: int, **kw: Any) -> dict[str, Any]:
         cfg = self._cfg(key, steps)
