@@ -199,6 +199,10 @@ def read_ablations(checkpoints: Path) -> tuple[list[dict[str, Any]], list[str]]:
             "motion_spearman": _num(rec.get("motion_spearman")),
             "fvd_proxy_ci": _interval((rec.get("spread") or {}).get("fvd_proxy")
                                       if isinstance(rec.get("spread"), dict) else None),
+            "first_frame_psnr_ci": _interval((rec.get("spread") or {}).get("first_frame_psnr")
+                                             if isinstance(rec.get("spread"), dict) else None),
+            "per_clip_psnr": _floats((rec.get("per_clip") or {}).get("first_frame_psnr")
+                                     if isinstance(rec.get("per_clip"), dict) else None),
             "source": str(rec.get("source") or f"{MEASURED} ({path.name})"), "file": path.name,
         })
     return rows, problems
@@ -257,10 +261,28 @@ def ablation_comparison(table: str, project: Sequence[dict[str, Any]]) -> list[d
         row = rows.setdefault(p["label"], {"label": p["label"], "paper_fvd": None, "paper_tflops": None,
                                            "paper_phone_ms": None, "paper_source": None})
         row.update({"fvd_proxy": p.get("fvd_proxy"), "fvd_proxy_ci": p.get("fvd_proxy_ci"),
-                    "first_frame_psnr": p.get("first_frame_psnr"),
+                    "first_frame_psnr": p.get("first_frame_psnr"), "first_frame_psnr_ci": p.get("first_frame_psnr_ci"),
                     "motion_spearman": p.get("motion_spearman"), "tflops": p.get("tflops"),
-                    "source": p.get("source")})
+                    "source": p.get("source"), "per_clip_psnr": p.get("per_clip_psnr")})
+    _paired_to_first(list(rows.values()))
     return list(rows.values())
+
+
+def _paired_to_first(rows: list[dict[str, Any]]) -> None:
+    """``psnr_vs_first``: each project row's first-frame PSNR less the table's first project row's, on the same
+    clips, with its paired 95% interval (None without per-clip values, or on different clips)."""
+    from explorer.metrics import paired_difference
+
+    scored = [r for r in rows if r.get("per_clip_psnr")]
+    for r in rows:
+        r["psnr_vs_first"] = None
+    if not scored:
+        return
+    first = scored[0]
+    for r in scored[1:]:
+        if len(r["per_clip_psnr"]) == len(first["per_clip_psnr"]):
+            mean, low, high = paired_difference(r["per_clip_psnr"], first["per_clip_psnr"])
+            r["psnr_vs_first"] = {"vs": first["label"], "mean": mean, "ci": (low, high)}
 
 
 @dataclass

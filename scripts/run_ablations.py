@@ -61,19 +61,28 @@ def _cell(value: object, digits: int = 2) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def _with_ci(value: object, ci: object) -> str:
+    return _cell(value) + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if isinstance(ci, (list, tuple)) else "")
+
+
 def report(checkpoints: Path) -> str:
-    """Markdown: per table, the paper's FVD / TFLOPs beside the project's FVD-proxy, PSNR, Spearman, TFLOPs."""
+    """Markdown: per table, the paper's FVD / TFLOPs beside the project's FVD-proxy, PSNR (95% intervals over the
+    clips), PSNR paired against the table's first row, Spearman, TFLOPs."""
     from explorer.records import ABLATION_TABLES, ablation_comparison, read_ablations
 
     project, problems = read_ablations(checkpoints)
     out = []
     for table, what in ABLATION_TABLES.items():
         out += [f"### {table}: {what}", "",
-                "| row | paper FVD (25 fps) | paper TFLOPs | FVD-proxy | first-frame PSNR | motion Spearman "
-                "| TFLOPs (full scale) |", "|---|---|---|---|---|---|---|"]
+                "| row | paper FVD (25 fps) | paper TFLOPs | FVD-proxy [95%] | first-frame PSNR [95%] "
+                "| PSNR vs first row, paired [95%] | motion Spearman | TFLOPs (full scale) |",
+                "|---|---|---|---|---|---|---|---|"]
         for r in ablation_comparison(table, project):
+            d = r.get("psnr_vs_first")
+            paired = "–" if not d else f"{d['mean']:+.2f} [{d['ci'][0]:+.2f}, {d['ci'][1]:+.2f}]"
             out.append(f"| {r['label']} | {_cell(r.get('paper_fvd'), 0)} | {_cell(r.get('paper_tflops'))} "
-                       f"| {_cell(r.get('fvd_proxy'))} | {_cell(r.get('first_frame_psnr'))} "
+                       f"| {_with_ci(r.get('fvd_proxy'), r.get('fvd_proxy_ci'))} "
+                       f"| {_with_ci(r.get('first_frame_psnr'), r.get('first_frame_psnr_ci'))} | {paired} "
                        f"| {_cell(r.get('motion_spearman'))} | {_cell(r.get('tflops'))} |")
         out.append("")
     if problems:

@@ -789,6 +789,31 @@ def test_ablation_rows_show_their_spread_and_which_differences_are_real(tmp_path
     assert fig.layout.yaxis2.range[1] > 22.0  # the axis holds the intervals, not just the bars
 
 
+def test_ablation_rows_are_compared_on_the_same_clips() -> None:
+    """Issue 13/15: per-row intervals over clips overlap even where one variant is worse on nearly every clip
+    (what the clips share dominates). Rows are also compared pairwise on the same clips: a paired interval."""
+    from app import tab_ablations
+    from explorer.metrics import paired_difference
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(26.0, 2.0, 64)  # clips differ a lot from each other ...
+    worse = base - 0.6 + rng.normal(0, 0.2, 64)  # ... the variant is 0.6 dB worse on every one of them
+    same = base + rng.normal(0, 0.2, 64)
+    mean, low, high = paired_difference(worse, base)
+    assert mean == pytest.approx(-0.6, abs=0.1) and high < 0
+    assert paired_difference(same, base)[1] < 0 < paired_difference(same, base)[2]
+    with pytest.raises(ValueError, match="at least 2"):
+        paired_difference([1.0], [2.0])
+    recs = [{"table": "Table 3", "label": lab, "fvd_proxy": 6.0, "first_frame_psnr": float(np.mean(v)),
+             "per_clip_psnr": [float(x) for x in v]} for lab, v in
+            (("no multiscaling", base), ("spatial only", worse), ("temporal only", same))]
+    rows = R.ablation_comparison("Table 3", recs)
+    by = {r["label"]: r for r in rows}
+    assert by["no multiscaling"]["psnr_vs_first"] is None and by["spatial only"]["psnr_vs_first"]["ci"][1] < 0
+    note = tab_ablations.paired_note(rows)
+    assert "lower: spatial only" in note and "no difference: temporal only" in note and "*no multiscaling*" in note
+
+
 def test_error_toasts_carry_no_stray_quotes() -> None:
     """Issue 15: a toast showed stray quotes: ``str(KeyError(msg))`` wraps the message in quotes (and escapes a
     name holding both kinds), and the FLOPs tab printed the scales as a Python list."""
