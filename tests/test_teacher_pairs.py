@@ -117,6 +117,9 @@ def test_plan_distils_only_at_the_pairs_size(tmp_path: Path) -> None:
     motion = PathBuilder(replace(plan, adv_distill_motion_weight=1.0), tmp_path / "ck", tmp_path / "runs",
                          progress=False)
     assert motion._adv_cfg("adversarial-1step", 400).distill_motion_weight == 1.0
+    assert cfg.recon_weight == 0.1  # SF-V's reconstruction term, on by default; an axis of the plan
+    assert PathBuilder(replace(plan, adv_recon_weight=0.0), tmp_path / "ck", tmp_path / "runs",
+                       progress=False)._adv_cfg("adversarial-1step", 400).recon_weight == 0.0
     assert motion._adv_cfg("mobilevd-hd", 150, size=plan.base).distill_motion_weight == 0  # no pairs there
     hd = builder._adv_cfg("mobilevd-hd", 150, size=plan.base, batch=2)
     assert hd.pairs == "" and hd.distill_weight == 0  # the pairs are 128x64; the hd stage trains without them

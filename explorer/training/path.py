@@ -109,6 +109,9 @@ class Plan:
     adv_distill_motion_weight: float = 0.0  # + frame-difference distillation (AdversarialConfig.distill_motion_weight)
     adv_probe_every: int = 50  # held-out discriminator accuracy every n steps (0: off)
     adv_d_p_mean: float = -1.0  # the discriminator's noise level, ln sigma ~ N(mean, 1) (SF-V: -1)
+    # SF-V's pseudo-Huber to the real clip from the generator's (high) noise levels: a regression to the mean over
+    # motions, which may pull against the distillation target's motion (0: off; an ablation axis)
+    adv_recon_weight: float = 0.1
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -200,7 +203,8 @@ class PathBuilder:
                                  ckpt_every=p.ckpt_every, num_workers=p.num_workers, threads=p.threads,
                                  log_every=log_every, distill_weight=p.adv_distill_weight if pairs else 0.0,
                                  distill_motion_weight=p.adv_distill_motion_weight if pairs else 0.0,
-                                 pairs=pairs, probe_every=probe, d_p_mean=p.adv_d_p_mean, **kw)
+                                 pairs=pairs, probe_every=probe, d_p_mean=p.adv_d_p_mean,
+                                 recon_weight=p.adv_recon_weight, **kw)
 
     def _pairs_dir(self) -> Path:
         return self.runs / f"teacher-pairs-{self.plan.lowres[0]}x{self.plan.lowres[1]}"
