@@ -94,7 +94,8 @@ def build(ctx: AppContext) -> dict[str, Any]:
     note = gr.Markdown()
     plot = gr.Plot(label="ablation", elem_id="mvd-ablation-plot")
     # headers never one letter a line, and the source column wide enough not to make every row ten lines tall
-    widths = ["17%"] + [f"{57 / (len(HEADERS) - 2):.1f}%"] * (len(HEADERS) - 2) + ["26%"]
+    # (per column: the paired difference and the interval carry two numbers; "Spearman" must fit on one line)
+    widths = ["15%", "6%", "6%", "6%", "6%", "8%", "6%", "10%", "7%", "7%", "23%"]
     grid = gr.Dataframe(headers=HEADERS, interactive=False, wrap=True, label="rows and their sources",
                         max_height=1600, column_widths=widths)
 

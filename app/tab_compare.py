@@ -452,7 +452,8 @@ def _input_panel(ctx: AppContext) -> tuple[Any, ...]:
                 table = gr.Dataframe(value=table_rows(ctx, default), headers=TABLE_HEADERS,
                                      datatype=["str", "number", "number", "number", "str"], type="array",
                                      interactive=True, static_columns=[0, 4], column_count=(5, "fixed"),
-                                     row_count=(len(default), "dynamic"), elem_id="mvd-table", show_label=False)
+                                     row_count=(len(default), "dynamic"), elem_id="mvd-table", show_label=False,
+                                     column_widths=["27%", "13%", "17%", "17%", "26%"], wrap=True)
                 with gr.Row():
                     all_steps = gr.Number(value=1, precision=0, minimum=1, maximum=500,
                                           label="steps for every selected stage", scale=2, elem_id="mvd-allsteps")

@@ -87,22 +87,22 @@ def build(ctx: AppContext) -> dict[str, Any]:
             r = gr.Slider(0.05, 1.0, value=0.5, step=0.05, label="fun-factor r", elem_id="mvd-funnel-r")
             scale = gr.Radio(["full", "tiny"], value="full", label="scale")
             text = gr.Markdown(label="summary")
-            summary = gr.Dataframe(headers=["attention", "layers", "head dim", "q/k width", "v/o width"],
-                                   interactive=False, wrap=True, label="widths before -> after, per kind")
         with gr.Column(scale=3):
             curve = gr.Plot(label="FLOPs vs r", elem_id="mvd-funnel-curve")
+    # full width, so that the width lists ("[320, 640, 1280] -> [160, 320, 640]") and the sources are not cut off
+    summary = gr.Dataframe(headers=["attention", "layers", "head dim", "q/k width", "v/o width"],
+                           interactive=False, wrap=True, label="widths before -> after, per kind",
+                           column_widths=["14%", "8%", "18%", "30%", "30%"])
     with gr.Accordion("Per-layer widths", open=False):
         table = gr.Dataframe(headers=["layer", "kind", "heads", "head dim before", "head dim after", "q/k before",
                                       "q/k after", "v/o before", "v/o after"], interactive=False,
                              label="per-layer widths")
     gr.Markdown("#### Ablations: initialisation and width reduction")
-    with gr.Row(equal_height=False):
-        with gr.Column(scale=3):
-            abl = gr.Plot(label="CSI vs He", elem_id="mvd-funnel-ablation")
-        with gr.Column(scale=2):
-            t5 = gr.Dataframe(headers=["table", "label", "FVD / FVD-proxy", "TFLOPs", "phone ms", "source"],
-                              interactive=False, wrap=True, max_height=900, label="Table 5 (paper) and project records")
-            abl_note = gr.Markdown()
+    abl = gr.Plot(label="CSI vs He", elem_id="mvd-funnel-ablation")
+    t5 = gr.Dataframe(headers=["table", "label", "FVD / FVD-proxy", "TFLOPs", "phone ms", "source"],
+                      interactive=False, wrap=True, max_height=900, label="Table 5 (paper) and project records",
+                      column_widths=["8%", "24%", "12%", "8%", "8%", "40%"])
+    abl_note = gr.Markdown()
 
     def on_r(fun_factor: float, scale: str) -> tuple[Any, ...]:
         """FLOPs and widths of the channel-funnels architecture at fun-factor r."""

@@ -52,6 +52,8 @@ table.mvd-stats td {padding: 1px 4px !important;}
 table.mvd-stats td.v {font-family: monospace; text-align: right;}
 .mvd-cardrow {display: flex; gap: 12px; flex-wrap: wrap;} .mvd-cardrow .mvd-card {flex: 1; min-width: 240px;}
 #mvd-cards {flex-wrap: wrap; gap: 10px;}
+/* the stats table's long cells (time split) wrap, so every stage's column stays in view */
+#mvd-stats td, #mvd-stats td span {white-space: normal !important; overflow-wrap: anywhere; max-width: 380px;}
 .mvd-card-col {border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 6px !important;
                max-width: 340px;}
 """
