@@ -109,8 +109,8 @@ class Plan:
     adv_distill_motion_weight: float = 0.0  # + frame-difference distillation (AdversarialConfig.distill_motion_weight)
     adv_probe_every: int = 50  # held-out discriminator accuracy every n steps (0: off)
     adv_d_p_mean: float = -1.0  # the discriminator's noise level, ln sigma ~ N(mean, 1) (SF-V: -1)
-    # SF-V's pseudo-Huber to the real clip from the generator's (high) noise levels: a regression to the mean over
-    # motions, which may pull against the distillation target's motion (0: off; an ablation axis)
+    # SF-V's pseudo-Huber to the real clip from the generator's (high) noise levels (0: off). Turning it off did not
+    # make the one-step student follow the motion bucket (docs/training.md, session 19), so SF-V's 0.1 stays
     adv_recon_weight: float = 0.1
     extra: dict[str, Any] = field(default_factory=dict)
 
