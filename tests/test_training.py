@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -362,13 +363,81 @@ def test_teacher_sample_and_distillation_and_held_out_probe(tmp_path: Path) -> N
         return [json.loads(x) for x in (tmp_path / name / "log.jsonl").read_text().splitlines()]
 
     plain = run("plain")
+    dmd = run("dmd", dmd_weight=1.0, distill_guidance=(1.0, 2.0))
+    assert {"dmd", "dmd_fake"} <= set(dmd[-1]) and "distill" not in dmd[-1]
+    assert dmd[0]["loss_d"] == plain[0]["loss_d"] and math.isfinite(dmd[-1]["dmd_fake"])
+    from safetensors.torch import load_file
+
+    assert load_file(str(tmp_path / "dmd" / "state" / "dmd_fake.safetensors"))  # the fake denoiser resumes too
     off = run("off", distill_weight=0.0, distill_steps=2, probe_every=2, probe_clips=2)
     on = run("on", distill_weight=1.0, distill_steps=2, distill_guidance=(1.0, 2.0))
     assert "distill" not in plain[-1] and "distill" in on[-1] and on[-1]["distill"] > 0
     for key in ("loss_d", "adv", "rec"):  # the probe and the unused distillation settings change nothing
         assert [r[key] for r in off] == [r[key] for r in plain]
     assert "heldout_acc" not in off[0] and 0.0 <= off[1]["heldout_acc"] <= 1.0
-    assert {"heldout_acc_real", "heldout_acc_fake"} <= set(off[1])
+    assert {"heldout_acc_real", "heldout_acc_fake", "heldout_rank"} <= set(off[1])
     assert on[0]["loss_d"] == plain[0]["loss_d"]  # the distillation draws come after every other draw
     with pytest.raises(ValueError, match="multiple of log_every"):
         run("bad", probe_every=3, log_every=2)
+
+
+def test_local_temporal_head_sees_translation_the_pooled_one_cannot() -> None:
+    """A feature map that translates (circularly) over frames has the same spatial mean in every frame as a static
+    one: the pooled head gives both the same logits, the per-location head (SF-V's) tells them apart."""
+    from explorer.training.adversarial import LocalTemporalHead, TemporalHead
+
+    torch.manual_seed(0)
+    frames, c = 6, 8
+    base = torch.randn(2, c, 8, 8)
+    static = base.unsqueeze(1).expand(2, frames, c, 8, 8).reshape(-1, c, 8, 8)
+    moving = torch.stack([base.roll(t, dims=-1) for t in range(frames)], 1).reshape(-1, c, 8, 8)
+    cond = torch.randn(2 * frames, 16)
+    for head, sees in ((TemporalHead(c, 16, 16), False), (LocalTemporalHead(c, 16, 16), True)):
+        a, b = head(static, cond, frames), head(moving, cond, frames)
+        assert a.shape == (2 * frames,)
+        assert (not torch.allclose(a, b, atol=1e-4)) is sees, type(head).__name__
+
+
+def test_discriminator_accuracy_ranking_is_threshold_free() -> None:
+    from explorer.training.distill import discriminator_accuracy
+
+    real, fake = torch.tensor([3.0, 2.0, 1.0, 0.5]), torch.tensor([2.5, 1.5, 0.0, 1.0])  # all logits >= 0
+    out = discriminator_accuracy([torch.cat([real, fake])])
+    assert out["heldout_acc"] == pytest.approx((1.0 + 0.0) / 2)  # calls everything real: chance
+    assert out["heldout_rank"] == pytest.approx(0.75)  # but ranks 3 of 4 pairs right
+
+
+def test_dmd_gradient_is_fake_minus_teacher_and_vanishes_when_they_agree() -> None:
+    """DMD's generator loss passes (fake - teacher) / (mean |student - teacher|) / N to the student: zero when the
+    fake denoiser is the teacher, and exactly that difference otherwise; neither denoiser gets a gradient."""
+    from explorer.models import build_unet
+    from explorer.training.denoise import Conditioning
+    from explorer.training.dmd import DMDSettings, dmd_generator_loss, fake_denoiser_loss
+
+    teacher, other = build_unet("micro", seed=1).eval(), build_unet("micro", seed=2).eval()
+    g = torch.Generator().manual_seed(0)
+    c = teacher.config
+    shape = (2, 14, c.out_channels, 2, 4)
+    cond = Conditioning(torch.randn(shape, generator=g), torch.randn(2, c.out_channels, 2, 4, generator=g),
+                        torch.randn(2, 1, c.cross_attention_dim, generator=g), edm.added_time_ids(6, 127, 0.02, 2))
+    settings = DMDSettings(guidance=(1.0, 1.0))
+    student = torch.randn(shape, generator=g, requires_grad=True)
+    dmd_generator_loss(student, cond, teacher, teacher, torch.Generator().manual_seed(3), settings).backward()
+    assert student.grad is not None and student.grad.abs().max() == 0
+    student.grad = None
+    dmd_generator_loss(student, cond, teacher, other, torch.Generator().manual_seed(3), settings).backward()
+    # the same draws by hand
+    gen = torch.Generator().manual_seed(3)
+    from explorer.training.dmd import dmd_sigmas
+
+    sigma = dmd_sigmas(2, gen, settings)
+    noisy = student.detach() + sigma.view(2, 1, 1, 1, 1) * torch.randn(shape, generator=gen)
+    with torch.no_grad():
+        args = (noisy, sigma, cond.image_latents, cond.image_embeds, cond.time_ids)
+        real, fake = edm.denoise(teacher, *args), edm.denoise(other, *args)
+    scale = (student.detach() - real).abs().flatten(1).mean(1).view(2, 1, 1, 1, 1)
+    assert torch.allclose(student.grad, (fake - real) / scale / student.numel(), atol=1e-7, rtol=1e-4)
+    assert all(p.grad is None for p in (*teacher.parameters(), *other.parameters()))
+    loss = fake_denoiser_loss(other, student, cond, torch.Generator().manual_seed(4), settings)
+    loss.backward()
+    assert math.isfinite(float(loss.detach())) and any(p.grad is not None for p in other.parameters())

@@ -34,6 +34,7 @@ from explorer.randomness import Random, RowRandom
 from explorer.training.common import EMA, Checkpointer, JsonlLog, lr_at, start_run
 from explorer.training.denoise import Conditioning, encode_batch
 from explorer.training.distill import discriminator_accuracy, held_out_batch, teacher_sample
+from explorer.training.dmd import DMDSettings, dmd_generator_loss, fake_denoiser_loss
 from explorer.training.teacher_pairs import PairStore, fingerprints
 
 # ----------------------------------------------------------------------------------------------------------
@@ -128,17 +129,47 @@ class TemporalHead(nn.Module):
         return logits + (hf * self.proj(cond)).sum(1) / math.sqrt(hf.shape[1])
 
 
+class LocalTemporalHead(nn.Module):
+    """Over-frames head at every feature location (SF-V's layout): 1-D convolutions over time per pixel, then
+    the per-frame logits averaged over locations. Why (issue 13, session 20): :class:`TemporalHead` pools space
+    first, and the spatial mean of a feature map barely changes when its content translates, so that head cannot
+    see motion at all; convolving over time before pooling can (a moving edge changes its pixels' features)."""
+
+    def __init__(self, channels: int, cond_dim: int, width: int = 64) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv1d(channels, width, 3, padding=1), nn.GroupNorm(8, width), nn.SiLU(),
+                                  nn.Conv1d(width, width, 3, padding=1), nn.SiLU())
+        self.out = nn.Conv1d(width, 1, 1)
+        self.proj = nn.Linear(cond_dim, width)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, frames: int) -> torch.Tensor:
+        bf, c, hh, ww = x.shape
+        b = bf // frames
+        seq = x.reshape(b, frames, c, hh * ww).permute(0, 3, 2, 1).reshape(b * hh * ww, c, frames)
+        h = self.body(seq)  # (B*h*w, W, F)
+        logits = self.out(h).reshape(b, hh * ww, frames).mean(1).reshape(-1)  # (B*F,)
+        hf = h.reshape(b, hh * ww, -1, frames).mean(1).transpose(1, 2).reshape(bf, -1)  # (B*F, W)
+        return logits + (hf * self.proj(cond)).sum(1) / math.sqrt(hf.shape[1])
+
+
+TEMPORAL_HEADS = {"pooled": TemporalHead, "local": LocalTemporalHead}
+
+
 class Discriminator(nn.Module):
     """Frozen UNet encoder + trainable spatial and temporal heads after every down block."""
 
     def __init__(self, teacher: UNetSpatioTemporalConditionModel, image_dim: int, cond_dim: int = 128,
-                 width: int = 64, spatial: bool = True, temporal: bool = True) -> None:
+                 width: int = 64, spatial: bool = True, temporal: bool = True,
+                 temporal_head: str = "pooled") -> None:
         super().__init__()
+        if temporal_head not in TEMPORAL_HEADS:
+            raise ValueError(f"temporal_head must be one of {sorted(TEMPORAL_HEADS)}, got {temporal_head!r}")
         self.encoder = FrozenEncoder(teacher)
         self.cond = _CondEmbedding(image_dim, cond_dim)
         self.spatial = nn.ModuleList([SpatialHead(c, cond_dim, width) for c in self.encoder.channels]) if spatial \
             else nn.ModuleList()
-        self.temporal = nn.ModuleList([TemporalHead(c, cond_dim, width) for c in self.encoder.channels]) \
+        head = TEMPORAL_HEADS[temporal_head]
+        self.temporal = nn.ModuleList([head(c, cond_dim, width) for c in self.encoder.channels]) \
             if temporal else nn.ModuleList()
 
     def head_parameters(self) -> list[nn.Parameter]:
@@ -220,6 +251,9 @@ class AdversarialConfig:
     g_top: int = 3
     spatial_heads: bool = True
     temporal_heads: bool = True
+    # "pooled": space pooled before the convolutions over time (blind to translation; every run up to session 19)
+    # "local": over time at every location, then pooled (SF-V's temporal heads)
+    temporal_head: str = "pooled"
     head_width: int = 64
     ema_decay: float = 0.995
     aug_mean: float = -3.0
@@ -241,6 +275,13 @@ class AdversarialConfig:
     # a teacher-pair store (explorer/training/teacher_pairs.py; "" = none): the clips, their conditioning and the
     # distillation targets are read from it instead of rendered, encoded and sampled online (5x cheaper per step)
     pairs: str = ""
+    # distribution matching (explorer/training/dmd.py, DMD; a deviation from the paper, 0 = off): the one-step clip
+    # from sigma_max * eps also gets DMD's gradient (a fake denoiser trained online on the student's clips, minus
+    # the teacher with distill_guidance) x this weight, compared at log-uniform levels in [dmd_sigma_min, _max]
+    dmd_weight: float = 0.0
+    dmd_lr: float = 1e-4  # the fake denoiser's learning rate (one update per step)
+    dmd_sigma_min: float = 0.1
+    dmd_sigma_max: float = 80.0
     # held-out probe: discriminator accuracy on fixed validation clips vs the generator's (0 = off)
     probe_every: int = 0
     probe_clips: int = 8
@@ -301,10 +342,12 @@ def _generator_step(
     cond: Conditioning, fake: torch.Tensor, gen: RowRandom, randn: Callable[[], torch.Tensor],
     clipped: list[nn.Parameter], extra_loss: Callable[[nn.Module], torch.Tensor] | None,
     teacher: nn.Module, pair: tuple[torch.Tensor, torch.Tensor] | None = None,
-) -> dict[str, torch.Tensor]:
+    dmd_fake: nn.Module | None = None,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
     """One update of the generator: hinge through the (just updated) discriminator on freshly noised one-step
     clips + ``cfg.recon_weight`` x pseudo-Huber to the real clip (+ the distillation term onto the teacher's clip
-    from ``pair`` = (eps, target), or sampled online) (+ ``extra_loss``). Returns the values to log."""
+    from ``pair`` = (eps, target), or sampled online) (+ DMD's term through ``dmd_fake``) (+ ``extra_loss``).
+    Returns the values to log and the one-step clips from sigma_max (detached; None when neither term is on)."""
     b, device = cond.latents.shape[0], cond.latents.device
     s_g = discriminator_sigmas(b, gen, cfg.d_p_mean, cfg.d_p_std).to(device)
     x_g = fake + s_g.view(b, 1, 1, 1, 1) * randn()
@@ -312,29 +355,40 @@ def _generator_step(
     rec = pseudo_huber(fake, cond.latents, cfg.huber_c)
     loss = adv + cfg.recon_weight * rec
     out = {"adv": adv.detach(), "rec": rec.detach()}
-    if cfg.distill_weight > 0:  # draws after the others: off, the stream is unchanged
+    student = None
+    if cfg.distill_weight > 0 or cfg.dmd_weight > 0:  # draws after the others: off, the stream is unchanged
         if pair is not None:
             eps, target = pair
         else:
             eps = randn()
-            target = teacher_sample(teacher, cond, eps, cfg.distill_steps, *cfg.distill_guidance)
+            target = teacher_sample(teacher, cond, eps, cfg.distill_steps, *cfg.distill_guidance) \
+                if cfg.distill_weight > 0 else None
         sigma_max = torch.full((b,), edm.SIGMA_MAX, device=device)
         student = edm.denoise(unet, sigma_max.view(b, 1, 1, 1, 1) * eps, sigma_max, cond.image_latents,
                               cond.image_embeds, cond.time_ids)
-        distill = pseudo_huber(student, target, cfg.huber_c)
-        loss = loss + cfg.distill_weight * distill
-        out["distill"] = distill.detach()
-        if cfg.distill_motion_weight > 0:
-            motion = motion_distance(student, target, cfg.huber_c)
-            loss = loss + cfg.distill_motion_weight * motion
-            out["distill_motion"] = motion.detach()
+        if cfg.distill_weight > 0:
+            distill = pseudo_huber(student, target, cfg.huber_c)
+            loss = loss + cfg.distill_weight * distill
+            out["distill"] = distill.detach()
+            if cfg.distill_motion_weight > 0:
+                motion = motion_distance(student, target, cfg.huber_c)
+                loss = loss + cfg.distill_motion_weight * motion
+                out["distill_motion"] = motion.detach()
+        if cfg.dmd_weight > 0 and dmd_fake is not None:
+            dm = dmd_generator_loss(student, cond, teacher, dmd_fake, gen, _dmd_settings(cfg))
+            loss = loss + cfg.dmd_weight * dm
+            out["dmd"] = dm.detach()
     if extra_loss is not None:
         loss = loss + extra_loss(accelerator.unwrap_model(unet))
     opt.zero_grad(set_to_none=True)
     accelerator.backward(loss)
     accelerator.clip_grad_norm_(clipped, 1.0)
     opt.step()
-    return {"loss_g": loss.detach(), **out}
+    return {"loss_g": loss.detach(), **out}, (student.detach() if student is not None else None)
+
+
+def _dmd_settings(cfg: AdversarialConfig) -> DMDSettings:
+    return DMDSettings(cfg.dmd_sigma_min, cfg.dmd_sigma_max, tuple(cfg.distill_guidance))
 
 
 def _probe_inputs(cfg: AdversarialConfig, vae: nn.Module, image_encoder: nn.Module, device: torch.device
@@ -391,7 +445,7 @@ def train_adversarial(
     image_encoder.requires_grad_(False).eval()
     image_dim = image_encoder.config.projection_dim
     disc = Discriminator(teacher, image_dim, width=cfg.head_width, spatial=cfg.spatial_heads,
-                         temporal=cfg.temporal_heads)
+                         temporal=cfg.temporal_heads, temporal_head=cfg.temporal_head)
     extra_params = list(extra_params or [])
     extra_ids = {id(p) for p in extra_params}
     g_params = [p for p in unet.parameters() if p.requires_grad and id(p) not in extra_ids]
@@ -405,21 +459,28 @@ def train_adversarial(
     log = JsonlLog(out / "log.jsonl")
     step = 0
     heads = nn.ModuleDict({"heads": nn.ModuleList([disc.cond, disc.spatial, disc.temporal])})
+    dmd_fake, opt_fake, dmd_state, dmd_optim = None, None, {}, {}
+    if cfg.dmd_weight > 0:  # the fake denoiser starts as the teacher (DMD) and tracks the student's clips
+        dmd_fake = copy.deepcopy(teacher).requires_grad_(True).train()
+        opt_fake = torch.optim.AdamW(dmd_fake.parameters(), lr=cfg.dmd_lr, weight_decay=0.0)
+        dmd_state, dmd_optim = {"dmd_fake": dmd_fake}, {"dmd": opt_fake}
     if ckpt.exists():
-        models = {"unet": unet, "disc_heads": heads, **(extra_state or {})}
-        record = ckpt.load(models, {"g": opt_g, "d": opt_d})
+        models = {"unet": unet, "disc_heads": heads, **dmd_state, **(extra_state or {})}
+        record = ckpt.load(models, {"g": opt_g, "d": opt_d, **dmd_optim})
         ema.load_state_dict(ckpt.load_tensors("ema"), record["ema_updates"])
         step = int(record["step"])
     # Under ``accelerate launch`` the generator and the discriminator are data-parallel (each process its own
     # clips); the VAE and image encoder only run forward, so they are just moved to the device.
     unet, disc, opt_g, opt_d = accelerator.prepare(unet, disc, opt_g, opt_d)
+    if dmd_fake is not None:
+        dmd_fake, opt_fake = accelerator.prepare(dmd_fake, opt_fake)
     vae.to(device)
     image_encoder.to(device)
     store = PairStore(cfg.pairs, expect=fingerprints(teacher, vae, image_encoder), seed=cfg.data_seed) \
         if cfg.pairs else None
     if store is not None and tuple(store.manifest["settings"]["size"]) != tuple(cfg.size):
         raise ValueError(f"teacher pairs at {cfg.pairs} are {store.manifest['settings']['size']}, not {cfg.size}")
-    if cfg.distill_weight > 0 and store is None:
+    if (cfg.distill_weight > 0 and store is None) or cfg.dmd_weight > 0:
         teacher.requires_grad_(False).eval().to(device)
     if cfg.probe_every and cfg.probe_every % cfg.log_every:
         raise ValueError(f"probe_every ({cfg.probe_every}) must be a multiple of log_every ({cfg.log_every})")
@@ -462,8 +523,14 @@ def train_adversarial(
         fake = one_step(unet, cond, sigma_g, randn())
 
         d = _discriminator_step(cfg, disc, opt_d, accelerator, cond, fake.detach(), gen, randn, step)
-        g = _generator_step(cfg, unet, disc, opt_g, accelerator, cond, fake, gen, randn,
-                            g_params + extra_params, extra_loss, teacher, pair)
+        g, student = _generator_step(cfg, unet, disc, opt_g, accelerator, cond, fake, gen, randn,
+                                     g_params + extra_params, extra_loss, teacher, pair, dmd_fake)
+        if dmd_fake is not None and student is not None:
+            fake_loss = fake_denoiser_loss(dmd_fake, student, cond, gen, _dmd_settings(cfg))
+            opt_fake.zero_grad(set_to_none=True)
+            accelerator.backward(fake_loss)
+            opt_fake.step()
+            g["dmd_fake"] = fake_loss.detach()
         ema.update(core(unet))
         step += 1
         seen += clips_per_step
@@ -480,7 +547,8 @@ def train_adversarial(
             bar.set_postfix(d=f"{row['loss_d']:.3f}", g=f"{row['adv']:.3f}", rec=f"{row['rec']:.4f}")
         if (step % cfg.ckpt_every == 0 or step == cfg.steps) and main:
             ckpt.save(step, {"unet": core(unet), "disc_heads": heads, "ema": ema.state_dict(),
-                             **(extra_state or {})}, {"g": opt_g, "d": opt_d},
+                             **({"dmd_fake": core(dmd_fake)} if dmd_fake is not None else {}),
+                             **(extra_state or {})}, {"g": opt_g, "d": opt_d, **dmd_optim},
                       meta={"ema_updates": ema.updates, "config": asdict(cfg)})
     bar.close()
     return {"ema_unet": ema.state_dict(), "log": str(log.path)}

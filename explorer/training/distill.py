@@ -18,6 +18,23 @@ from explorer import data, edm
 from explorer.training.denoise import Conditioning
 
 
+def guided_denoise(teacher: nn.Module, x: torch.Tensor, sigma: torch.Tensor, cond: Conditioning,
+                   guidance: tuple[float, float]) -> torch.Tensor:
+    """The teacher's denoised estimate at ``sigma`` (B,) with SVD's classifier-free guidance ramp over frames (the
+    unconditional branch gets zero image latents and a zero image embedding, as SVD's pipeline does); a single
+    conditional evaluation when neither end of the ramp exceeds 1."""
+    if max(guidance) <= 1.0:
+        return edm.denoise(teacher, x, sigma, cond.image_latents, cond.image_embeds, cond.time_ids)
+    f = x.shape[1]
+    both = edm.denoise(teacher, torch.cat([x, x]), torch.cat([sigma, sigma]),
+                       torch.cat([torch.zeros_like(cond.image_latents), cond.image_latents]),
+                       torch.cat([torch.zeros_like(cond.image_embeds), cond.image_embeds]),
+                       torch.cat([cond.time_ids, cond.time_ids]))
+    uncond, conditional = both.chunk(2)
+    scale = edm.guidance_ramp(f, *guidance).to(x.device, x.dtype).view(1, f, 1, 1, 1)
+    return uncond + scale * (conditional - uncond)
+
+
 @torch.no_grad()
 def teacher_sample(teacher: nn.Module, cond: Conditioning, noise: torch.Tensor, steps: int = 8,
                    min_guidance: float = 1.0, max_guidance: float = 3.0) -> torch.Tensor:
@@ -26,21 +43,11 @@ def teacher_sample(teacher: nn.Module, cond: Conditioning, noise: torch.Tensor, 
     branch gets zero image latents and a zero image embedding, as SVD's pipeline does). (B, F, C, h, w)."""
     if steps < 1:
         raise ValueError(f"teacher steps must be >= 1, got {steps}")
-    b, f = noise.shape[:2]
+    b = noise.shape[0]
     sigmas = edm.karras_sigmas(steps).to(noise.device, noise.dtype)
-    scale = edm.guidance_ramp(f, min_guidance, max_guidance).to(noise.device, noise.dtype).view(1, f, 1, 1, 1)
-    guided = max_guidance > 1.0 or min_guidance > 1.0
 
     def denoised(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        s = sigma.expand(b)
-        if not guided:
-            return edm.denoise(teacher, x, s, cond.image_latents, cond.image_embeds, cond.time_ids)
-        both = edm.denoise(teacher, torch.cat([x, x]), torch.cat([s, s]),
-                           torch.cat([torch.zeros_like(cond.image_latents), cond.image_latents]),
-                           torch.cat([torch.zeros_like(cond.image_embeds), cond.image_embeds]),
-                           torch.cat([cond.time_ids, cond.time_ids]))
-        uncond, conditional = both.chunk(2)
-        return uncond + scale * (conditional - uncond)
+        return guided_denoise(teacher, x, sigma.expand(b), cond, (min_guidance, max_guidance))
 
     x = noise * sigmas[0]
     for sigma, following in zip(sigmas[:-1], sigmas[1:], strict=True):
@@ -61,11 +68,18 @@ def discriminator_accuracy(logits: list[torch.Tensor]) -> dict[str, float]:
     """How often the discriminator's heads call real clips real (logit > 0) and generated ones generated
     (logit < 0), from the logits of a [real; generated] batch (one tensor per head, real rows first). Chance is
     0.5; a discriminator that has not separated them scores about 0.5 on both, one that has collapsed to a
-    constant scores 1 on one side."""
-    acc_real = torch.stack([(o[: o.shape[0] // 2] > 0).float().mean() for o in logits]).mean()
-    acc_fake = torch.stack([(o[o.shape[0] // 2:] < 0).float().mean() for o in logits]).mean()
+    constant scores 1 on one side.
+
+    ``heldout_rank``: how often row i's real clip gets a higher logit than row i's generated clip (same
+    conditioning, same noise level): threshold-free. Why (session 20): the 0-threshold accuracy also measures
+    calibration; the logits' offset moves with the noise level and the conditioning, so a head that ranks real
+    above generated can still score 0.5 there, and the generator's gradient does not depend on that offset."""
+    half = [(o[: o.shape[0] // 2], o[o.shape[0] // 2:]) for o in logits]
+    acc_real = torch.stack([(r > 0).float().mean() for r, _ in half]).mean()
+    acc_fake = torch.stack([(f < 0).float().mean() for _, f in half]).mean()
+    rank = torch.stack([(r > f).float().mean() for r, f in half]).mean()
     return {"heldout_acc_real": float(acc_real), "heldout_acc_fake": float(acc_fake),
-            "heldout_acc": float((acc_real + acc_fake) / 2)}
+            "heldout_acc": float((acc_real + acc_fake) / 2), "heldout_rank": float(rank)}
 
 
-__all__ = ["discriminator_accuracy", "held_out_batch", "teacher_sample"]
+__all__ = ["discriminator_accuracy", "guided_denoise", "held_out_batch", "teacher_sample"]

@@ -112,6 +112,11 @@ class Plan:
     # SF-V's pseudo-Huber to the real clip from the generator's (high) noise levels (0: off). Turning it off did not
     # make the one-step student follow the motion bucket (docs/training.md, session 19), so SF-V's 0.1 stays
     adv_recon_weight: float = 0.1
+    # the discriminator's temporal heads: "pooled" (space pooled first: blind to translation, every shipped run)
+    # or "local" (over time at every location, SF-V's layout; AdversarialConfig.temporal_head)
+    adv_temporal_head: str = "pooled"
+    # distribution matching through the teacher's score (AdversarialConfig.dmd_weight; docs/training.md, session 20)
+    adv_dmd_weight: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -204,7 +209,8 @@ class PathBuilder:
                                  log_every=log_every, distill_weight=p.adv_distill_weight if pairs else 0.0,
                                  distill_motion_weight=p.adv_distill_motion_weight if pairs else 0.0,
                                  pairs=pairs, probe_every=probe, d_p_mean=p.adv_d_p_mean,
-                                 recon_weight=p.adv_recon_weight, **kw)
+                                 recon_weight=p.adv_recon_weight, temporal_head=p.adv_temporal_head,
+                                 dmd_weight=p.adv_dmd_weight if pairs else 0.0, **kw)
 
     def _pairs_dir(self) -> Path:
         return self.runs / f"teacher-pairs-{self.plan.lowres[0]}x{self.plan.lowres[1]}"
