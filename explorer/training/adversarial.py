@@ -129,18 +129,12 @@ class TemporalHead(nn.Module):
         return logits + (hf * self.proj(cond)).sum(1) / math.sqrt(hf.shape[1])
 
 
-class LocalTemporalHead(nn.Module):
+class LocalTemporalHead(TemporalHead):
     """Over-frames head at every feature location (SF-V's layout): 1-D convolutions over time per pixel, then
     the per-frame logits averaged over locations. Why (issue 13, session 20): :class:`TemporalHead` pools space
     first, and the spatial mean of a feature map barely changes when its content translates, so that head cannot
-    see motion at all; convolving over time before pooling can (a moving edge changes its pixels' features)."""
-
-    def __init__(self, channels: int, cond_dim: int, width: int = 64) -> None:
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv1d(channels, width, 3, padding=1), nn.GroupNorm(8, width), nn.SiLU(),
-                                  nn.Conv1d(width, width, 3, padding=1), nn.SiLU())
-        self.out = nn.Conv1d(width, 1, 1)
-        self.proj = nn.Linear(cond_dim, width)
+    see motion at all; convolving over time before pooling can (a moving edge changes its pixels' features).
+    Same layers as :class:`TemporalHead`; only where the pooling happens differs."""
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor, frames: int) -> torch.Tensor:
         bf, c, hh, ww = x.shape

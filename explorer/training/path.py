@@ -210,7 +210,7 @@ class PathBuilder:
                                  distill_motion_weight=p.adv_distill_motion_weight if pairs else 0.0,
                                  pairs=pairs, probe_every=probe, d_p_mean=p.adv_d_p_mean,
                                  recon_weight=p.adv_recon_weight, temporal_head=p.adv_temporal_head,
-                                 dmd_weight=p.adv_dmd_weight if pairs else 0.0, **kw)
+                                 dmd_weight=p.adv_dmd_weight, **kw)
 
     def _pairs_dir(self) -> Path:
         return self.runs / f"teacher-pairs-{self.plan.lowres[0]}x{self.plan.lowres[1]}"
