@@ -369,6 +369,13 @@ def test_teacher_sample_and_distillation_and_held_out_probe(tmp_path: Path) -> N
     from safetensors.torch import load_file
 
     assert load_file(str(tmp_path / "dmd" / "state" / "dmd_fake.safetensors"))  # the fake denoiser resumes too
+    motion = run("motion", motion_d_weight=1.0, motion_d_width=8, probe_every=2, probe_clips=2)
+    assert {"adv_motion", "loss_md", "md_real", "md_fake", "motion_heldout_rank"} <= set(motion[-1])
+    assert motion[0]["loss_d"] == plain[0]["loss_d"]  # its draws come after the heads' update
+    assert any(k.startswith("motion.") for k in load_file(str(tmp_path / "motion" / "state" /
+                                                                    "disc_heads.safetensors")))
+    resumed = run("motion", motion_d_weight=1.0, motion_d_width=8, steps=3)  # resumes its state and optimizer
+    assert [r["step"] for r in resumed] == [1, 2, 3]
     off = run("off", distill_weight=0.0, distill_steps=2, probe_every=2, probe_clips=2)
     on = run("on", distill_weight=1.0, distill_steps=2, distill_guidance=(1.0, 2.0))
     assert "distill" not in plain[-1] and "distill" in on[-1] and on[-1]["distill"] > 0
@@ -396,6 +403,41 @@ def test_local_temporal_head_sees_translation_the_pooled_one_cannot() -> None:
         a, b = head(static, cond, frames), head(moving, cond, frames)
         assert a.shape == (2 * frames,)
         assert (not torch.allclose(a, b, atol=1e-4)) is sees, type(head).__name__
+
+
+def test_latent_motion_discriminator_learns_motion_for_the_requested_bucket() -> None:
+    """Real clips translate at a speed set by their motion bucket, generated ones stand still: within 60 updates
+    the motion discriminator ranks a moving clip above a still one of unseen texture at a high bucket."""
+    from explorer.training.adversarial import hinge_d
+    from explorer.training.motion_disc import LatentMotionDiscriminator
+
+    torch.manual_seed(0)
+    frames, c, h, w = 6, 4, 8, 16
+    disc = LatentMotionDiscriminator(c, width=16, cond_dim=32)
+    opt = torch.optim.Adam(disc.parameters(), lr=2e-3, betas=(0.0, 0.99))
+
+    def clips(n: int, bucket: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        tex = torch.randn(n, c, h, w)
+        speed = round(2 * bucket / 255)
+        moving = torch.stack([tex.roll(speed * t, dims=-1) for t in range(frames)], 1)
+        still = tex.unsqueeze(1).expand(n, frames, c, h, w)
+        return moving, still, tex, edm.added_time_ids(6, bucket, 0.02, n)
+
+    sigma = torch.full((16,), 0.05)
+    for _ in range(60):
+        buckets = [20.0, 230.0]
+        moving, still, tex, ids = (torch.cat(t) for t in zip(*(clips(8, b) for b in buckets), strict=True))
+        logits = disc(torch.cat([moving, still]), torch.cat([sigma, sigma]), torch.cat([tex, tex]),
+                      torch.cat([ids, ids]))
+        half = logits[0].shape[0] // 2  # per-frame logits of [real; generated]
+        loss = hinge_d([logits[0][:half]], [logits[0][half:]])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    moving, still, tex, ids = clips(8, 230.0)
+    with torch.no_grad():
+        real, fake = (disc(x, sigma[:8], tex, ids)[0].reshape(8, frames).mean(1) for x in (moving, still))
+    assert (real > fake).float().mean() >= 0.9
 
 
 def test_discriminator_accuracy_ranking_is_threshold_free() -> None:

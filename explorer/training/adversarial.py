@@ -35,6 +35,7 @@ from explorer.training.common import EMA, Checkpointer, JsonlLog, lr_at, start_r
 from explorer.training.denoise import Conditioning, encode_batch
 from explorer.training.distill import discriminator_accuracy, held_out_batch, teacher_sample
 from explorer.training.dmd import DMDSettings, dmd_generator_loss, fake_denoiser_loss
+from explorer.training.motion_disc import LatentMotionDiscriminator
 from explorer.training.teacher_pairs import PairStore, fingerprints
 
 # ----------------------------------------------------------------------------------------------------------
@@ -276,6 +277,12 @@ class AdversarialConfig:
     dmd_lr: float = 1e-4  # the fake denoiser's learning rate (one update per step)
     dmd_sigma_min: float = 0.1
     dmd_sigma_max: float = 80.0
+    # a latent motion discriminator trained from scratch beside the heads (explorer/training/motion_disc.py; a
+    # deviation from the paper, 0 = off): the generator's hinge term through it x this weight; its own noise
+    # levels ln sigma ~ N(motion_d_p_mean, 1), learning rate lr_d, R1 as the heads
+    motion_d_weight: float = 0.0
+    motion_d_p_mean: float = -2.0
+    motion_d_width: int = 64
     # held-out probe: discriminator accuracy on fixed validation clips vs the generator's (0 = off)
     probe_every: int = 0
     probe_clips: int = 8
@@ -331,16 +338,43 @@ def _discriminator_step(
             "d_fake": sum(f.detach().mean() for f in d_fake) / len(d_fake)}
 
 
+def _motion_discriminator_step(
+    cfg: AdversarialConfig, mdisc: nn.Module, opt: torch.optim.Optimizer, accelerator: Any, cond: Conditioning,
+    fake: torch.Tensor, gen: RowRandom, randn: Callable[[], torch.Tensor], step: int,
+) -> dict[str, torch.Tensor]:
+    """One hinge (+ lazy R1) update of the latent motion discriminator on [real; generated] clips."""
+    b, device = cond.latents.shape[0], cond.latents.device
+    s = torch.cat([discriminator_sigmas(b, gen, cfg.motion_d_p_mean, 1.0),
+                   discriminator_sigmas(b, gen, cfg.motion_d_p_mean, 1.0)]).to(device)
+    x = torch.cat([cond.latents, fake]) + s.view(2 * b, 1, 1, 1, 1) * torch.cat([randn(), randn()])
+    do_r1 = cfg.r1_weight > 0 and step % cfg.r1_every == 0
+    if do_r1:
+        x.requires_grad_(True)
+    logits = mdisc(x, s, torch.cat([cond.image_latents] * 2), torch.cat([cond.time_ids] * 2))
+    d_real, d_fake = [o[: o.shape[0] // 2] for o in logits], [o[o.shape[0] // 2:] for o in logits]
+    loss = hinge_d(d_real, d_fake)
+    r1 = torch.zeros((), device=device)
+    if do_r1:
+        grad, = torch.autograd.grad(sum(r.sum() for r in d_real), x, create_graph=True)
+        r1 = grad[:b].pow(2).flatten(1).sum(1).mean()
+        loss = loss + 0.5 * cfg.r1_weight * cfg.r1_every * r1
+    opt.zero_grad(set_to_none=True)
+    accelerator.backward(loss)
+    opt.step()
+    return {"loss_md": loss.detach(), "md_real": d_real[0].detach().mean(), "md_fake": d_fake[0].detach().mean()}
+
+
 def _generator_step(
     cfg: AdversarialConfig, unet: nn.Module, disc: nn.Module, opt: torch.optim.Optimizer, accelerator: Any,
     cond: Conditioning, fake: torch.Tensor, gen: RowRandom, randn: Callable[[], torch.Tensor],
     clipped: list[nn.Parameter], extra_loss: Callable[[nn.Module], torch.Tensor] | None,
     teacher: nn.Module, pair: tuple[torch.Tensor, torch.Tensor] | None = None,
-    dmd_fake: nn.Module | None = None,
+    dmd_fake: nn.Module | None = None, mdisc: nn.Module | None = None,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
     """One update of the generator: hinge through the (just updated) discriminator on freshly noised one-step
     clips + ``cfg.recon_weight`` x pseudo-Huber to the real clip (+ the distillation term onto the teacher's clip
-    from ``pair`` = (eps, target), or sampled online) (+ DMD's term through ``dmd_fake``) (+ ``extra_loss``).
+    from ``pair`` = (eps, target), or sampled online) (+ DMD's term through ``dmd_fake``) (+ the motion
+    discriminator's hinge term through ``mdisc``) (+ ``extra_loss``).
     Returns the values to log and the one-step clips from sigma_max (detached; None when neither term is on)."""
     b, device = cond.latents.shape[0], cond.latents.device
     s_g = discriminator_sigmas(b, gen, cfg.d_p_mean, cfg.d_p_std).to(device)
@@ -349,6 +383,11 @@ def _generator_step(
     rec = pseudo_huber(fake, cond.latents, cfg.huber_c)
     loss = adv + cfg.recon_weight * rec
     out = {"adv": adv.detach(), "rec": rec.detach()}
+    if mdisc is not None and cfg.motion_d_weight > 0:
+        s_m = discriminator_sigmas(b, gen, cfg.motion_d_p_mean, 1.0).to(device)
+        adv_m = hinge_g(mdisc(fake + s_m.view(b, 1, 1, 1, 1) * randn(), s_m, cond.image_latents, cond.time_ids))
+        loss = loss + cfg.motion_d_weight * adv_m
+        out["adv_motion"] = adv_m.detach()
     student = None
     if cfg.distill_weight > 0 or cfg.dmd_weight > 0:  # draws after the others: off, the stream is unchanged
         if pair is not None:
@@ -401,9 +440,11 @@ def _probe_inputs(cfg: AdversarialConfig, vae: nn.Module, image_encoder: nn.Modu
 
 
 @torch.no_grad()
-def _probe(unet: nn.Module, disc: nn.Module, probe: tuple[Any, ...]) -> dict[str, float]:
+def _probe(unet: nn.Module, disc: nn.Module, probe: tuple[Any, ...], mdisc: nn.Module | None = None
+           ) -> dict[str, float]:
     """Held-out discriminator accuracy: fixed validation clips vs the generator's one-step clips from fixed noise
-    (unwrapped models, main process only, so no data-parallel collective runs on one process)."""
+    (unwrapped models, main process only, so no data-parallel collective runs on one process); with ``mdisc``,
+    the motion discriminator's too (keys prefixed ``motion_``, at the same noise)."""
     cond, g_noise, sigmas, d_noise = probe
     b = cond.latents.shape[0]
     was_training = unet.training
@@ -412,7 +453,12 @@ def _probe(unet: nn.Module, disc: nn.Module, probe: tuple[Any, ...]) -> dict[str
     unet.train(was_training)
     both_sigmas = torch.cat([sigmas, sigmas])
     noisy = torch.cat([cond.latents, fake]) + both_sigmas.view(2 * b, 1, 1, 1, 1) * d_noise
-    return discriminator_accuracy(disc(noisy, both_sigmas, _twice(cond)))
+    out = discriminator_accuracy(disc(noisy, both_sigmas, _twice(cond)))
+    if mdisc is not None:
+        two = _twice(cond)
+        acc = discriminator_accuracy(mdisc(noisy, both_sigmas, two.image_latents, two.time_ids))
+        out.update({f"motion_{k}": v for k, v in acc.items()})
+    return out
 
 
 def train_adversarial(
@@ -453,6 +499,11 @@ def train_adversarial(
     log = JsonlLog(out / "log.jsonl")
     step = 0
     heads = nn.ModuleDict({"heads": nn.ModuleList([disc.cond, disc.spatial, disc.temporal])})
+    mdisc, opt_md, md_optim = None, None, {}
+    if cfg.motion_d_weight > 0:  # checkpointed inside the heads' entry, so runs without it load unchanged
+        mdisc = LatentMotionDiscriminator(unet.config.out_channels, width=cfg.motion_d_width)
+        opt_md = torch.optim.AdamW(mdisc.parameters(), lr=cfg.lr_d, betas=(0.0, 0.99), weight_decay=0.0)
+        heads["motion"], md_optim = mdisc, {"md": opt_md}
     dmd_fake, opt_fake, dmd_state, dmd_optim = None, None, {}, {}
     if cfg.dmd_weight > 0:  # the fake denoiser starts as the teacher (DMD) and tracks the student's clips
         dmd_fake = copy.deepcopy(teacher).requires_grad_(True).train()
@@ -460,7 +511,7 @@ def train_adversarial(
         dmd_state, dmd_optim = {"dmd_fake": dmd_fake}, {"dmd": opt_fake}
     if ckpt.exists():
         models = {"unet": unet, "disc_heads": heads, **dmd_state, **(extra_state or {})}
-        record = ckpt.load(models, {"g": opt_g, "d": opt_d, **dmd_optim})
+        record = ckpt.load(models, {"g": opt_g, "d": opt_d, **dmd_optim, **md_optim})
         ema.load_state_dict(ckpt.load_tensors("ema"), record["ema_updates"])
         step = int(record["step"])
     # Under ``accelerate launch`` the generator and the discriminator are data-parallel (each process its own
@@ -468,6 +519,8 @@ def train_adversarial(
     unet, disc, opt_g, opt_d = accelerator.prepare(unet, disc, opt_g, opt_d)
     if dmd_fake is not None:
         dmd_fake, opt_fake = accelerator.prepare(dmd_fake, opt_fake)
+    if mdisc is not None:
+        mdisc, opt_md = accelerator.prepare(mdisc, opt_md)
     vae.to(device)
     image_encoder.to(device)
     store = PairStore(cfg.pairs, expect=fingerprints(teacher, vae, image_encoder), seed=cfg.data_seed) \
@@ -517,8 +570,11 @@ def train_adversarial(
         fake = one_step(unet, cond, sigma_g, randn())
 
         d = _discriminator_step(cfg, disc, opt_d, accelerator, cond, fake.detach(), gen, randn, step)
+        if mdisc is not None:
+            d.update(_motion_discriminator_step(cfg, mdisc, opt_md, accelerator, cond, fake.detach(), gen, randn,
+                                                step))
         g, student = _generator_step(cfg, unet, disc, opt_g, accelerator, cond, fake, gen, randn,
-                                     g_params + extra_params, extra_loss, teacher, pair, dmd_fake)
+                                     g_params + extra_params, extra_loss, teacher, pair, dmd_fake, mdisc)
         if dmd_fake is not None and student is not None:
             fake_loss = fake_denoiser_loss(dmd_fake, student, cond, gen, _dmd_settings(cfg))
             opt_fake.zero_grad(set_to_none=True)
@@ -534,7 +590,7 @@ def train_adversarial(
             row = {"step": step, **{k: float(v) for k, v in {**d, **g}.items()}, "clips_per_s": seen / el,
                    "elapsed_s": el}
             if probe is not None and step % cfg.probe_every == 0:
-                row.update(_probe(core(unet), core(disc), probe))
+                row.update(_probe(core(unet), core(disc), probe, core(mdisc) if mdisc is not None else None))
             if on_log is not None:
                 row.update(on_log(step))
             log.write(**row)
@@ -542,7 +598,7 @@ def train_adversarial(
         if (step % cfg.ckpt_every == 0 or step == cfg.steps) and main:
             ckpt.save(step, {"unet": core(unet), "disc_heads": heads, "ema": ema.state_dict(),
                              **({"dmd_fake": core(dmd_fake)} if dmd_fake is not None else {}),
-                             **(extra_state or {})}, {"g": opt_g, "d": opt_d, **dmd_optim},
+                             **(extra_state or {})}, {"g": opt_g, "d": opt_d, **dmd_optim, **md_optim},
                       meta={"ema_updates": ema.updates, "config": asdict(cfg)})
     bar.close()
     return {"ema_unet": ema.state_dict(), "log": str(log.path)}

@@ -117,6 +117,10 @@ class Plan:
     adv_temporal_head: str = "pooled"
     # distribution matching through the teacher's score (AdversarialConfig.dmd_weight; docs/training.md, session 20)
     adv_dmd_weight: float = 0.0
+    # a latent motion discriminator trained from scratch, bucket-conditioned (AdversarialConfig.motion_d_weight;
+    # docs/training.md, session 21; 0: off) and its noise level, ln sigma ~ N(mean, 1)
+    adv_motion_d_weight: float = 0.0
+    adv_motion_d_p_mean: float = -2.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -210,7 +214,8 @@ class PathBuilder:
                                  distill_motion_weight=p.adv_distill_motion_weight if pairs else 0.0,
                                  pairs=pairs, probe_every=probe, d_p_mean=p.adv_d_p_mean,
                                  recon_weight=p.adv_recon_weight, temporal_head=p.adv_temporal_head,
-                                 dmd_weight=p.adv_dmd_weight, **kw)
+                                 dmd_weight=p.adv_dmd_weight, motion_d_weight=p.adv_motion_d_weight,
+                                 motion_d_p_mean=p.adv_motion_d_p_mean, **kw)
 
     def _pairs_dir(self) -> Path:
         return self.runs / f"teacher-pairs-{self.plan.lowres[0]}x{self.plan.lowres[1]}"
