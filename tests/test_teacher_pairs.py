@@ -83,6 +83,18 @@ def test_adversarial_loop_distils_from_the_store(tmp_path: Path, micro: tuple) -
     rows = [json.loads(x) for x in (tmp_path / "adv" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2] and all(r["distill"] > 0 and r["distill_motion"] > 0 for r in rows)
     assert any(not torch.equal(before[k], v) for k, v in unet.state_dict().items())
+    judged = replace(cfg, out=str(tmp_path / "md"), distill_weight=0.0, distill_motion_weight=0.0,
+                     motion_d_weight=1.0, motion_d_width=8, motion_d_real="teacher")
+    train_adversarial(judged, build_unet("micro", seed=0), teacher, vae, enc, progress=False)
+    rows = [json.loads(x) for x in (tmp_path / "md" / "log.jsonl").read_text().splitlines()]
+    # the motion discriminator judges the sigma_max student against the stored teacher clips, without distillation
+    assert all({"adv_motion", "loss_md", "md_real", "md_fake"} <= set(r) and "distill" not in r for r in rows)
+    with pytest.raises(ValueError, match="pair store"):
+        train_adversarial(replace(judged, out=str(tmp_path / "md2"), pairs=""), build_unet("micro", seed=0),
+                          teacher, vae, enc, progress=False)
+    with pytest.raises(ValueError, match="motion_d_real"):
+        train_adversarial(replace(judged, out=str(tmp_path / "md3"), motion_d_real="real"),
+                          build_unet("micro", seed=0), teacher, vae, enc, progress=False)
     with pytest.raises(ValueError, match="not"):  # pairs at another size than the stage trains at
         train_adversarial(replace(cfg, out=str(tmp_path / "adv2"), size=(64, 32)), build_unet("micro", seed=0),
                           teacher, vae, enc, progress=False)

@@ -283,6 +283,10 @@ class AdversarialConfig:
     motion_d_weight: float = 0.0
     motion_d_p_mean: float = -2.0
     motion_d_width: int = 64
+    # what the motion discriminator calls real: "data" (the training clip; its fake is the generator's clip from the
+    # noised real clip) or "teacher" (the teacher's clip from the pair's noise; its fake is the one-step clip from
+    # sigma_max x that noise, what inference samples: LADD's use of teacher samples as real; needs pairs)
+    motion_d_real: str = "data"
     # held-out probe: discriminator accuracy on fixed validation clips vs the generator's (0 = off)
     probe_every: int = 0
     probe_clips: int = 8
@@ -341,12 +345,15 @@ def _discriminator_step(
 def _motion_discriminator_step(
     cfg: AdversarialConfig, mdisc: nn.Module, opt: torch.optim.Optimizer, accelerator: Any, cond: Conditioning,
     fake: torch.Tensor, gen: RowRandom, randn: Callable[[], torch.Tensor], step: int,
+    real: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """One hinge (+ lazy R1) update of the latent motion discriminator on [real; generated] clips."""
+    """One hinge (+ lazy R1) update of the latent motion discriminator on [real; generated] clips (real: the
+    training clip unless given)."""
     b, device = cond.latents.shape[0], cond.latents.device
     s = torch.cat([discriminator_sigmas(b, gen, cfg.motion_d_p_mean, 1.0),
                    discriminator_sigmas(b, gen, cfg.motion_d_p_mean, 1.0)]).to(device)
-    x = torch.cat([cond.latents, fake]) + s.view(2 * b, 1, 1, 1, 1) * torch.cat([randn(), randn()])
+    real = cond.latents if real is None else real
+    x = torch.cat([real, fake]) + s.view(2 * b, 1, 1, 1, 1) * torch.cat([randn(), randn()])
     do_r1 = cfg.r1_weight > 0 and step % cfg.r1_every == 0
     if do_r1:
         x.requires_grad_(True)
@@ -383,13 +390,19 @@ def _generator_step(
     rec = pseudo_huber(fake, cond.latents, cfg.huber_c)
     loss = adv + cfg.recon_weight * rec
     out = {"adv": adv.detach(), "rec": rec.detach()}
-    if mdisc is not None and cfg.motion_d_weight > 0:
+    motion_on = mdisc is not None and cfg.motion_d_weight > 0
+
+    def motion_term(clip: torch.Tensor) -> torch.Tensor:
         s_m = discriminator_sigmas(b, gen, cfg.motion_d_p_mean, 1.0).to(device)
-        adv_m = hinge_g(mdisc(fake + s_m.view(b, 1, 1, 1, 1) * randn(), s_m, cond.image_latents, cond.time_ids))
-        loss = loss + cfg.motion_d_weight * adv_m
+        adv_m = hinge_g(mdisc(clip + s_m.view(b, 1, 1, 1, 1) * randn(), s_m, cond.image_latents, cond.time_ids))
         out["adv_motion"] = adv_m.detach()
+        return cfg.motion_d_weight * adv_m
+
+    if motion_on and cfg.motion_d_real == "data":
+        loss = loss + motion_term(fake)
     student = None
-    if cfg.distill_weight > 0 or cfg.dmd_weight > 0:  # draws after the others: off, the stream is unchanged
+    teacher_motion = motion_on and cfg.motion_d_real == "teacher"
+    if cfg.distill_weight > 0 or cfg.dmd_weight > 0 or teacher_motion:  # drawn last: off, the stream is unchanged
         if pair is not None:
             eps, target = pair
         else:
@@ -411,6 +424,8 @@ def _generator_step(
             dm = dmd_generator_loss(student, cond, teacher, dmd_fake, gen, _dmd_settings(cfg))
             loss = loss + cfg.dmd_weight * dm
             out["dmd"] = dm.detach()
+        if teacher_motion:
+            loss = loss + motion_term(student)
     if extra_loss is not None:
         loss = loss + extra_loss(accelerator.unwrap_model(unet))
     opt.zero_grad(set_to_none=True)
@@ -527,6 +542,10 @@ def train_adversarial(
         if cfg.pairs else None
     if store is not None and tuple(store.manifest["settings"]["size"]) != tuple(cfg.size):
         raise ValueError(f"teacher pairs at {cfg.pairs} are {store.manifest['settings']['size']}, not {cfg.size}")
+    if cfg.motion_d_real not in ("data", "teacher"):
+        raise ValueError(f"motion_d_real must be 'data' or 'teacher', not {cfg.motion_d_real!r}")
+    if cfg.motion_d_weight > 0 and cfg.motion_d_real == "teacher" and store is None:
+        raise ValueError("motion_d_real='teacher' judges the teacher's stored clips: it needs a pair store (pairs)")
     if (cfg.distill_weight > 0 and store is None) or cfg.dmd_weight > 0:
         teacher.requires_grad_(False).eval().to(device)
     if cfg.probe_every and cfg.probe_every % cfg.log_every:
@@ -570,11 +589,14 @@ def train_adversarial(
         fake = one_step(unet, cond, sigma_g, randn())
 
         d = _discriminator_step(cfg, disc, opt_d, accelerator, cond, fake.detach(), gen, randn, step)
-        if mdisc is not None:
+        if mdisc is not None and cfg.motion_d_real == "data":
             d.update(_motion_discriminator_step(cfg, mdisc, opt_md, accelerator, cond, fake.detach(), gen, randn,
                                                 step))
         g, student = _generator_step(cfg, unet, disc, opt_g, accelerator, cond, fake, gen, randn,
                                      g_params + extra_params, extra_loss, teacher, pair, dmd_fake, mdisc)
+        if mdisc is not None and cfg.motion_d_real == "teacher":  # judges what the generator step just sampled
+            d.update(_motion_discriminator_step(cfg, mdisc, opt_md, accelerator, cond, student, gen, randn, step,
+                                                real=pair[1]))
         if dmd_fake is not None and student is not None:
             fake_loss = fake_denoiser_loss(dmd_fake, student, cond, gen, _dmd_settings(cfg))
             opt_fake.zero_grad(set_to_none=True)

@@ -121,6 +121,7 @@ class Plan:
     # docs/training.md, session 21; 0: off) and its noise level, ln sigma ~ N(mean, 1)
     adv_motion_d_weight: float = 0.0
     adv_motion_d_p_mean: float = -2.0
+    adv_motion_d_real: str = "data"  # "teacher": the stored teacher clips are its real ones (needs the pairs)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -215,7 +216,8 @@ class PathBuilder:
                                  pairs=pairs, probe_every=probe, d_p_mean=p.adv_d_p_mean,
                                  recon_weight=p.adv_recon_weight, temporal_head=p.adv_temporal_head,
                                  dmd_weight=p.adv_dmd_weight, motion_d_weight=p.adv_motion_d_weight,
-                                 motion_d_p_mean=p.adv_motion_d_p_mean, **kw)
+                                 motion_d_p_mean=p.adv_motion_d_p_mean,
+                                 motion_d_real=p.adv_motion_d_real, **kw)
 
     def _pairs_dir(self) -> Path:
         return self.runs / f"teacher-pairs-{self.plan.lowres[0]}x{self.plan.lowres[1]}"
