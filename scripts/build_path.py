@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import fields
 
 from explorer.training.path import ORDER, Plan, build_path
 
@@ -28,16 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     plan = Plan.quick() if args.quick else Plan()
-    types = {f.name: f.type for f in fields(Plan)}
-    for item in args.set:
-        name, _, value = item.partition("=")
-        if name not in types:
-            parser.error(f"unknown plan field {name!r}; fields: {', '.join(sorted(types))}")
-        current = getattr(plan, name)
-        if isinstance(current, tuple):
-            setattr(plan, name, tuple(int(v) for v in value.lower().split("x")))
-        else:
-            setattr(plan, name, type(current)(value))
+    try:
+        plan.override(args.set)
+    except ValueError as exc:
+        parser.error(str(exc))
     only = [s.strip() for s in args.only.split(",")] if args.only else None
     if only and (bad := [s for s in only if s not in ORDER]):
         parser.error(f"unknown steps {bad}; steps: {', '.join(ORDER)}")

@@ -95,6 +95,18 @@ def test_adversarial_loop_distils_from_the_store(tmp_path: Path, micro: tuple) -
     with pytest.raises(ValueError, match="motion_d_real"):
         train_adversarial(replace(judged, out=str(tmp_path / "md3"), motion_d_real="real"),
                           build_unet("micro", seed=0), teacher, vae, enc, progress=False)
+    # distillation alone: no heads' update, no generator pass from the noised real clip, the student still learns
+    pure = replace(cfg, out=str(tmp_path / "pure"), sfv_terms=False)
+    student = build_unet("micro", seed=0)
+    train_adversarial(pure, student, teacher, vae, enc, progress=False)
+    rows = [json.loads(x) for x in (tmp_path / "pure" / "log.jsonl").read_text().splitlines()]
+    assert all("distill" in r and not {"loss_d", "adv", "rec"} & set(r) for r in rows)
+    assert any(not torch.equal(before[k], v) for k, v in student.state_dict().items())
+    for bad, match in ((dict(distill_weight=0.0, distill_motion_weight=0.0), "another term"),
+                       (dict(motion_d_weight=1.0), "motion_d_real='data'")):
+        with pytest.raises(ValueError, match=match):
+            train_adversarial(replace(pure, out=str(tmp_path / "bad"), **bad), build_unet("micro", seed=0),
+                              teacher, vae, enc, progress=False)
     with pytest.raises(ValueError, match="not"):  # pairs at another size than the stage trains at
         train_adversarial(replace(cfg, out=str(tmp_path / "adv2"), size=(64, 32)), build_unet("micro", seed=0),
                           teacher, vae, enc, progress=False)
@@ -136,3 +148,23 @@ def test_plan_distils_only_at_the_pairs_size(tmp_path: Path) -> None:
     hd = builder._adv_cfg("mobilevd-hd", 150, size=plan.base, batch=2)
     assert hd.pairs == "" and hd.distill_weight == 0  # the pairs are 128x64; the hd stage trains without them
     assert not builder.finished("teacher-pairs")
+
+
+def test_plan_overrides_parse_each_field_as_its_type(tmp_path: Path) -> None:
+    """build_path's --set: numbers, sizes and booleans parsed as the field's type; unknown fields and bad values
+    are clear errors; the plan axes reach the adversarial config."""
+    from explorer.training.path import PathBuilder, Plan
+
+    plan = Plan()
+    plan.override(["adv_steps=1000", "lowres=96x48", "adv_sfv_terms=false", "adv_motion_d_real=teacher",
+                   "adv_lr_g=1e-4"])
+    assert (plan.adv_steps, plan.lowres, plan.adv_sfv_terms, plan.adv_lr_g) == (1000, (96, 48), False, 1e-4)
+    cfg = PathBuilder(plan, tmp_path / "ck", tmp_path / "runs", progress=False)._adv_cfg("adversarial-1step", 9)
+    assert cfg.sfv_terms is False and cfg.motion_d_real == "teacher"
+    plan.override(["adv_sfv_terms=1"])
+    assert plan.adv_sfv_terms is True
+    for bad, match in (("adv_sfv_terms=maybe", "true or false"), ("adv_steps=many", "adv_steps"),
+                       ("no_such=1", "unknown plan field")):
+        with pytest.raises(ValueError, match=match):
+            plan.override([bad])
+

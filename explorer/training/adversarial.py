@@ -287,6 +287,10 @@ class AdversarialConfig:
     # noised real clip) or "teacher" (the teacher's clip from the pair's noise; its fake is the one-step clip from
     # sigma_max x that noise, what inference samples: LADD's use of teacher samples as real; needs pairs)
     motion_d_real: str = "data"
+    # SF-V's own terms (the heads' hinge and the reconstruction, both on the generator's clip from the noised real
+    # clip). False: none of them run, not even that generator pass: distillation / DMD / the teacher-judged motion
+    # discriminator alone: one generator pass per step instead of two and no heads (the "pure distillation" row)
+    sfv_terms: bool = True
     # held-out probe: discriminator accuracy on fixed validation clips vs the generator's (0 = off)
     probe_every: int = 0
     probe_clips: int = 8
@@ -373,7 +377,7 @@ def _motion_discriminator_step(
 
 def _generator_step(
     cfg: AdversarialConfig, unet: nn.Module, disc: nn.Module, opt: torch.optim.Optimizer, accelerator: Any,
-    cond: Conditioning, fake: torch.Tensor, gen: RowRandom, randn: Callable[[], torch.Tensor],
+    cond: Conditioning, fake: torch.Tensor | None, gen: RowRandom, randn: Callable[[], torch.Tensor],
     clipped: list[nn.Parameter], extra_loss: Callable[[nn.Module], torch.Tensor] | None,
     teacher: nn.Module, pair: tuple[torch.Tensor, torch.Tensor] | None = None,
     dmd_fake: nn.Module | None = None, mdisc: nn.Module | None = None,
@@ -382,14 +386,17 @@ def _generator_step(
     clips + ``cfg.recon_weight`` x pseudo-Huber to the real clip (+ the distillation term onto the teacher's clip
     from ``pair`` = (eps, target), or sampled online) (+ DMD's term through ``dmd_fake``) (+ the motion
     discriminator's hinge term through ``mdisc``) (+ ``extra_loss``).
+    Without ``fake`` (``cfg.sfv_terms`` off) SF-V's two terms are left out.
     Returns the values to log and the one-step clips from sigma_max (detached; None when neither term is on)."""
     b, device = cond.latents.shape[0], cond.latents.device
-    s_g = discriminator_sigmas(b, gen, cfg.d_p_mean, cfg.d_p_std).to(device)
-    x_g = fake + s_g.view(b, 1, 1, 1, 1) * randn()
-    adv = hinge_g(disc(x_g, s_g, cond))
-    rec = pseudo_huber(fake, cond.latents, cfg.huber_c)
-    loss = adv + cfg.recon_weight * rec
-    out = {"adv": adv.detach(), "rec": rec.detach()}
+    loss, out = torch.zeros((), device=device), {}
+    if fake is not None:
+        s_g = discriminator_sigmas(b, gen, cfg.d_p_mean, cfg.d_p_std).to(device)
+        x_g = fake + s_g.view(b, 1, 1, 1, 1) * randn()
+        adv = hinge_g(disc(x_g, s_g, cond))
+        rec = pseudo_huber(fake, cond.latents, cfg.huber_c)
+        loss = adv + cfg.recon_weight * rec
+        out = {"adv": adv.detach(), "rec": rec.detach()}
     motion_on = mdisc is not None and cfg.motion_d_weight > 0
 
     def motion_term(clip: torch.Tensor) -> torch.Tensor:
@@ -398,7 +405,7 @@ def _generator_step(
         out["adv_motion"] = adv_m.detach()
         return cfg.motion_d_weight * adv_m
 
-    if motion_on and cfg.motion_d_real == "data":
+    if motion_on and cfg.motion_d_real == "data" and fake is not None:
         loss = loss + motion_term(fake)
     student = None
     teacher_motion = motion_on and cfg.motion_d_real == "teacher"
@@ -546,6 +553,11 @@ def train_adversarial(
         raise ValueError(f"motion_d_real must be 'data' or 'teacher', not {cfg.motion_d_real!r}")
     if cfg.motion_d_weight > 0 and cfg.motion_d_real == "teacher" and store is None:
         raise ValueError("motion_d_real='teacher' judges the teacher's stored clips: it needs a pair store (pairs)")
+    if not cfg.sfv_terms and (cfg.motion_d_weight > 0 and cfg.motion_d_real == "data"):
+        raise ValueError("sfv_terms=False leaves no generator clip from the noised real clip for motion_d_real='data'")
+    if not cfg.sfv_terms and not (cfg.distill_weight > 0 or cfg.dmd_weight > 0 or cfg.motion_d_weight > 0):
+        raise ValueError("sfv_terms=False needs another term to train on (distill_weight, dmd_weight or the "
+                         "teacher-judged motion discriminator)")
     if (cfg.distill_weight > 0 and store is None) or cfg.dmd_weight > 0:
         teacher.requires_grad_(False).eval().to(device)
     if cfg.probe_every and cfg.probe_every % cfg.log_every:
@@ -584,14 +596,15 @@ def train_adversarial(
         def randn(shape: torch.Size = cond.latents.shape, rows: RowRandom = gen) -> torch.Tensor:
             return randomness.randn(rows, shape).to(device)
 
-        sigma_g = g_levels[randomness.randint(gen, len(g_levels), b)].to(device)
         unet.train()
-        fake = one_step(unet, cond, sigma_g, randn())
-
-        d = _discriminator_step(cfg, disc, opt_d, accelerator, cond, fake.detach(), gen, randn, step)
-        if mdisc is not None and cfg.motion_d_real == "data":
-            d.update(_motion_discriminator_step(cfg, mdisc, opt_md, accelerator, cond, fake.detach(), gen, randn,
-                                                step))
+        fake, d = None, {}
+        if cfg.sfv_terms:
+            sigma_g = g_levels[randomness.randint(gen, len(g_levels), b)].to(device)
+            fake = one_step(unet, cond, sigma_g, randn())
+            d = _discriminator_step(cfg, disc, opt_d, accelerator, cond, fake.detach(), gen, randn, step)
+            if mdisc is not None and cfg.motion_d_real == "data":
+                d.update(_motion_discriminator_step(cfg, mdisc, opt_md, accelerator, cond, fake.detach(), gen,
+                                                    randn, step))
         g, student = _generator_step(cfg, unet, disc, opt_g, accelerator, cond, fake, gen, randn,
                                      g_params + extra_params, extra_loss, teacher, pair, dmd_fake, mdisc)
         if mdisc is not None and cfg.motion_d_real == "teacher":  # judges what the generator step just sampled
@@ -616,7 +629,7 @@ def train_adversarial(
             if on_log is not None:
                 row.update(on_log(step))
             log.write(**row)
-            bar.set_postfix(d=f"{row['loss_d']:.3f}", g=f"{row['adv']:.3f}", rec=f"{row['rec']:.4f}")
+            bar.set_postfix({k: f"{row[k]:.3f}" for k in ("loss_d", "adv", "rec", "distill") if k in row})
         if (step % cfg.ckpt_every == 0 or step == cfg.steps) and main:
             ckpt.save(step, {"unet": core(unet), "disc_heads": heads, "ema": ema.state_dict(),
                              **({"dmd_fake": core(dmd_fake)} if dmd_fake is not None else {}),

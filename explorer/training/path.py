@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +122,31 @@ class Plan:
     adv_motion_d_weight: float = 0.0
     adv_motion_d_p_mean: float = -2.0
     adv_motion_d_real: str = "data"  # "teacher": the stored teacher clips are its real ones (needs the pairs)
+    # SF-V's heads and reconstruction term (AdversarialConfig.sfv_terms); False: distillation alone, cheaper per step
+    adv_sfv_terms: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def override(self, items: list[str]) -> None:
+        """Apply ``FIELD=VALUE`` overrides (build_path's ``--set``): values parsed as the field's type (tuples as
+        ``128x64``, booleans as true/false/1/0); a clear ValueError for an unknown field or a bad value."""
+        names = {f.name for f in fields(self)}
+        for item in items:
+            name, _, value = item.partition("=")
+            if name not in names or name == "extra":
+                raise ValueError(f"unknown plan field {name!r}; fields: {', '.join(sorted(names - {'extra'}))}")
+            current = getattr(self, name)
+            try:
+                if isinstance(current, bool):
+                    if value.lower() not in ("true", "false", "1", "0"):
+                        raise ValueError("expected true or false")
+                    parsed: Any = value.lower() in ("true", "1")
+                elif isinstance(current, tuple):
+                    parsed = tuple(int(v) for v in value.lower().split("x"))
+                else:
+                    parsed = type(current)(value)
+            except ValueError as exc:
+                raise ValueError(f"bad value for {name}: {value!r} ({exc})") from None
+            setattr(self, name, parsed)
 
     @classmethod
     def quick(cls) -> Plan:
@@ -217,7 +241,7 @@ class PathBuilder:
                                  recon_weight=p.adv_recon_weight, temporal_head=p.adv_temporal_head,
                                  dmd_weight=p.adv_dmd_weight, motion_d_weight=p.adv_motion_d_weight,
                                  motion_d_p_mean=p.adv_motion_d_p_mean,
-                                 motion_d_real=p.adv_motion_d_real, **kw)
+                                 motion_d_real=p.adv_motion_d_real, sfv_terms=p.adv_sfv_terms, **kw)
 
     def _pairs_dir(self) -> Path:
         return self.runs / f"teacher-pairs-{self.plan.lowres[0]}x{self.plan.lowres[1]}"
